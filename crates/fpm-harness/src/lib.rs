@@ -1,0 +1,1 @@
+//! PHP-FPM test harness.

@@ -1,0 +1,1 @@
+//! Umbrella package for the end-to-end tests in `tests/` and the load benchmark in `benches/`.
