@@ -1,0 +1,168 @@
+//! The response body: STDOUT records streamed as `Bytes` slices of the read buffer, until
+//! END_REQUEST hands the connection back to its pool.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+
+use super::connection::poll_read;
+use super::stderr::StderrLines;
+use crate::error::{Error, Kind};
+use crate::pool::Lease;
+use crate::proto::record::{EndRequestBody, ProtocolStatus};
+use crate::proto::response::{Event, ResponseDecoder};
+use crate::proto::ProtocolError;
+
+pin_project_lite::pin_project! {
+    /// The body of a [`Response`](super::Response): an [`http_body::Body`] of `Bytes`.
+    ///
+    /// Ends with the request's END_REQUEST; at that moment a clean connection goes back to
+    /// its pool. Dropped before its end, it closes the connection instead, which stops the
+    /// PHP script at its next output (PHP-FPM ignores ABORT_REQUEST while a script runs).
+    pub struct ResponseBody {
+        // `None` once the request ended or failed.
+        lease: Option<Lease>,
+        decoder: ResponseDecoder,
+        stderr: StderrLines,
+        // Reset whenever bytes arrive: the read timeout is about silence, not total time.
+        #[pin]
+        sleep: Option<Sleep>,
+        end: Option<EndRequestBody>,
+        started: Instant,
+        finished: Option<Instant>,
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("open", &self.lease.is_some())
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl ResponseBody {
+    pub(crate) fn new(lease: Lease, decoder: ResponseDecoder, stderr: StderrLines) -> Self {
+        Self {
+            lease: Some(lease),
+            decoder,
+            stderr,
+            sleep: None,
+            end: None,
+            started: Instant::now(),
+            finished: None,
+        }
+    }
+
+    /// END_REQUEST's body (application status and protocol status), once the body ended.
+    pub fn end_request(&self) -> Option<EndRequestBody> {
+        self.end
+    }
+
+    /// When the head arrived and when END_REQUEST did (once it has).
+    pub fn timing(&self) -> (Instant, Option<Instant>) {
+        (self.started, self.finished)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let mut this = self.project();
+        loop {
+            let Some(lease) = this.lease.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let conn = lease.conn_mut();
+            match this.decoder.decode(&mut conn.read_buf) {
+                Ok(Some(Event::Body(chunk))) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                Ok(Some(Event::Stderr(chunk))) => this.stderr.push(chunk),
+                Ok(Some(Event::End(end))) => {
+                    *this.end = Some(end);
+                    *this.finished = Some(Instant::now());
+                    this.stderr.flush();
+                    let Some(mut lease) = this.lease.take() else {
+                        return Poll::Ready(None);
+                    };
+                    if end.protocol_status != ProtocolStatus::RequestComplete {
+                        return Poll::Ready(Some(Err(Error::new(Kind::Rejected(
+                            end.protocol_status,
+                        ))
+                        .started(true))));
+                    }
+                    lease.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Some(Event::Head(_))) => {
+                    this.lease.take();
+                    let err =
+                        ProtocolError::UnexpectedRecord(crate::proto::record::RecordType::Stdout);
+                    return Poll::Ready(Some(Err(Error::protocol(err).started(true))));
+                }
+                Ok(None) => {
+                    let timeout = conn.config.read_timeout;
+                    match poll_read(conn, cx) {
+                        Poll::Ready(Ok(0)) => {
+                            this.lease.take();
+                            return Poll::Ready(Some(Err(
+                                Error::new(Kind::UnexpectedEof).started(true)
+                            )));
+                        }
+                        Poll::Ready(Ok(_)) => {
+                            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                                sleep.reset(tokio::time::Instant::now() + timeout);
+                            }
+                        }
+                        Poll::Ready(Err(err)) => {
+                            this.lease.take();
+                            return Poll::Ready(Some(Err(Error::io(err).started(true))));
+                        }
+                        Poll::Pending => {
+                            if this.sleep.is_none() {
+                                this.sleep.set(Some(tokio::time::sleep(timeout)));
+                            }
+                            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                                if sleep.poll(cx).is_ready() {
+                                    this.lease.take();
+                                    return Poll::Ready(Some(Err(Error::new(Kind::ReadTimeout(
+                                        timeout,
+                                    ))
+                                    .started(true))));
+                                }
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                Err(err) => {
+                    this.lease.take();
+                    return Poll::Ready(Some(Err(Error::protocol(err).started(true))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.lease.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.lease.is_none() {
+            SizeHint::with_exact(0)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+use std::future::Future as _;
