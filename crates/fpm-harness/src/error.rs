@@ -75,7 +75,9 @@ pub enum HarnessError {
     },
 
     /// The process kept running but never accepted a connection in time.
-    #[error("{binary} did not become ready on {address} within {timeout_ms} ms; log tail:\n{log_tail}")]
+    #[error(
+        "{binary} did not become ready on {address} within {timeout_ms} ms; log tail:\n{log_tail}"
+    )]
     NotReady {
         /// Binary that was started.
         binary: PathBuf,

@@ -1,1 +1,29 @@
-//! PHP-FPM test harness.
+//! Test harness: starts real PHP-FPM (and nginx) instances on free ports or
+//! sockets, plus helpers (connection-counting relay, free ports, fixtures).
+//!
+//! Everything is synchronous std code so it can be used from plain tests,
+//! async tests (from a blocking context) and benchmarks alike.
+//!
+//! ```no_run
+//! use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
+//!
+//! let fpm = Fpm::start(FpmConfig::new().listen(Listen::Unix).workers(2))?;
+//! println!("upstream = {}", fpm.address().to_upstream_string());
+//! println!("script   = {}", fixtures_dir().join("hello.php").display());
+//! # Ok::<(), fpm_harness::HarnessError>(())
+//! ```
+
+mod error;
+mod fpm;
+mod locate;
+mod net;
+mod nginx;
+mod process;
+mod relay;
+
+pub use error::{HarnessError, Result};
+pub use fpm::{Fpm, FpmConfig, Listen};
+pub use locate::{fixtures_dir, nginx_binary, php_fpm_binary, NGINX_BIN_ENV, PHP_FPM_BIN_ENV};
+pub use net::{free_port, FpmAddress, Stream};
+pub use nginx::Nginx;
+pub use relay::CountingRelay;

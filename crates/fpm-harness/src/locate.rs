@@ -32,7 +32,10 @@ pub fn php_fpm_binary() -> Result<PathBuf> {
             return Ok(path);
         }
         return Err(HarnessError::PhpFpmNotFound {
-            searched: format!("${PHP_FPM_BIN_ENV}={} (not an executable file)", path.display()),
+            searched: format!(
+                "${PHP_FPM_BIN_ENV}={} (not an executable file)",
+                path.display()
+            ),
         });
     }
 
@@ -59,7 +62,10 @@ pub fn nginx_binary() -> Result<PathBuf> {
             return Ok(path);
         }
         return Err(HarnessError::NginxNotFound {
-            searched: format!("${NGINX_BIN_ENV}={} (not an executable file)", path.display()),
+            searched: format!(
+                "${NGINX_BIN_ENV}={} (not an executable file)",
+                path.display()
+            ),
         });
     }
     let default = Path::new("/usr/sbin/nginx");
@@ -81,7 +87,10 @@ pub fn nginx_binary() -> Result<PathBuf> {
 /// create it is not reported here, tests relying on it will notice.
 pub fn fixtures_dir() -> PathBuf {
     static MATERIALIZE: Once = Once::new();
-    let raw = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/php"));
+    let raw = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/php"
+    ));
     let dir = raw.canonicalize().unwrap_or_else(|_| raw.to_path_buf());
     MATERIALIZE.call_once(|| {
         let git_dir = dir.join(".git");
@@ -165,7 +174,7 @@ mod tests {
 
     #[test]
     fn newer_versions_sort_after_older_and_unversioned() {
-        let mut versions = vec![Some(vec![8, 10]), None, Some(vec![8, 2]), Some(vec![7, 4])];
+        let mut versions = [Some(vec![8, 10]), None, Some(vec![8, 2]), Some(vec![7, 4])];
         versions.sort();
         assert_eq!(versions.last(), Some(&Some(vec![8, 10])));
         assert_eq!(versions.first(), Some(&None));

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Makes sure the external programs the tests need are installed (Debian/Ubuntu).
+#
+# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-bench] [--print-path]
+#
+#   (always)      php-fpm and php-cli (packages php-fpm, php-cli)
+#   --with-nginx  nginx, the reference server some tests compare against
+#                 (package nginx-light, or nginx where nginx-light is gone)
+#   --with-bench  wrk, the HTTP load generator used by the benchmarks
+#   --print-path  print the php-fpm binary path on stdout when done
+#
+# Idempotent: does nothing when everything is present, otherwise runs
+# apt-get update once and installs only what is missing (through sudo when
+# not root). Progress goes to stderr. Binary discovery matches the
+# fpm-harness crate: $PHP_FPM_BIN, newest /usr/sbin/php-fpm*, php-fpm on PATH;
+# $NGINX_BIN, /usr/sbin/nginx, nginx on PATH.
+set -euo pipefail
+
+with_nginx=0
+with_bench=0
+print_path=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-nginx) with_nginx=1 ;;
+        --with-bench) with_bench=1 ;;
+        --print-path) print_path=1 ;;
+        -h | --help)
+            sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "ensure-php-fpm: unknown argument: $arg (try --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+log() { echo "ensure-php-fpm: $*" >&2; }
+
+find_php_fpm() {
+    if [[ -n "${PHP_FPM_BIN:-}" ]]; then
+        [[ -x "$PHP_FPM_BIN" ]] && echo "$PHP_FPM_BIN"
+        return 0
+    fi
+    local newest
+    newest=$(find /usr/sbin -maxdepth 1 -name 'php-fpm*' -type f -perm -u+x 2>/dev/null |
+        grep -E '/php-fpm[0-9.]*$' | sort -V | tail -n 1 || true)
+    if [[ -n "$newest" ]]; then
+        echo "$newest"
+        return 0
+    fi
+    command -v php-fpm || true
+}
+
+find_nginx() {
+    if [[ -n "${NGINX_BIN:-}" ]]; then
+        [[ -x "$NGINX_BIN" ]] && echo "$NGINX_BIN"
+        return 0
+    fi
+    if [[ -x /usr/sbin/nginx ]]; then
+        echo /usr/sbin/nginx
+        return 0
+    fi
+    command -v nginx || true
+}
+
+# An explicit override that points nowhere is a mistake installing cannot fix.
+if [[ -n "${PHP_FPM_BIN:-}" && ! -x "$PHP_FPM_BIN" ]]; then
+    log "PHP_FPM_BIN=$PHP_FPM_BIN is not an executable file; fix or unset it"
+    exit 1
+fi
+if ((with_nginx)) && [[ -n "${NGINX_BIN:-}" && ! -x "$NGINX_BIN" ]]; then
+    log "NGINX_BIN=$NGINX_BIN is not an executable file; fix or unset it"
+    exit 1
+fi
+
+packages=()
+php_fpm=$(find_php_fpm)
+if [[ -z "$php_fpm" ]]; then
+    packages+=(php-fpm php-cli)
+elif ! command -v php >/dev/null 2>&1; then
+    packages+=(php-cli)
+fi
+if ((with_nginx)) && [[ -z "$(find_nginx)" ]]; then
+    packages+=(nginx)
+fi
+if ((with_bench)) && ! command -v wrk >/dev/null 2>&1; then
+    packages+=(wrk)
+fi
+
+if ((${#packages[@]} == 0)); then
+    found="php-fpm at $php_fpm"
+    if ((with_nginx)); then found+=", nginx at $(find_nginx)"; fi
+    if ((with_bench)); then found+=", wrk at $(command -v wrk)"; fi
+    log "nothing to do: $found"
+else
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "missing: ${packages[*]}, and there is no apt-get to install them; install them manually"
+        exit 1
+    fi
+    sudo=()
+    if ((EUID != 0)); then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            log "missing: ${packages[*]}; need root or sudo to install them"
+            exit 1
+        fi
+    fi
+    log "installing: ${packages[*]}"
+    "${sudo[@]}" apt-get update
+    # Prefer the smaller nginx-light where the distribution still has it.
+    for i in "${!packages[@]}"; do
+        if [[ "${packages[$i]}" == nginx ]] &&
+            apt-cache policy nginx-light 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            packages[i]=nginx-light
+        fi
+    done
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${packages[@]}"
+    php_fpm=$(find_php_fpm)
+    if [[ -z "$php_fpm" ]]; then
+        log "php-fpm still not found after installing ${packages[*]}"
+        exit 1
+    fi
+    if ((with_nginx)) && [[ -z "$(find_nginx)" ]]; then
+        log "nginx still not found after installing ${packages[*]}"
+        exit 1
+    fi
+    log "installed ${packages[*]}; php-fpm at $php_fpm"
+fi
+
+if ((print_path)); then
+    echo "$php_fpm"
+fi

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one command that runs every check, locally and in CI:
+#   1. ensures php-fpm, php-cli and nginx are installed (scripts/ensure-php-fpm.sh)
+#   2. cargo fmt --check
+#   3. cargo clippy on every crate and target, warnings are errors
+#   4. cargo test on the whole workspace
+# Stops at the first failure. Extra arguments are passed to `cargo test`
+# (e.g. scripts/test.sh -- --nocapture).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+# Cargo.lock is committed: fail instead of silently updating it.
+locked=()
+if [[ -f Cargo.lock ]]; then
+    locked=(--locked)
+fi
+
+step "ensure php-fpm and nginx"
+scripts/ensure-php-fpm.sh --with-nginx
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
+
+step "cargo test"
+cargo test --workspace "${locked[@]}" "$@"
+
+step "all checks passed"
