@@ -17,24 +17,24 @@ use crate::proto::record::{EndRequestBody, ProtocolStatus};
 use crate::proto::response::{Event, ResponseDecoder};
 use crate::proto::ProtocolError;
 
-pin_project_lite::pin_project! {
-    /// The body of a [`Response`](super::Response): an [`http_body::Body`] of `Bytes`.
-    ///
-    /// Ends with the request's END_REQUEST; at that moment a clean connection goes back to
-    /// its pool. Dropped before its end, it closes the connection instead, which stops the
-    /// PHP script at its next output (PHP-FPM ignores ABORT_REQUEST while a script runs).
-    pub struct ResponseBody {
-        // `None` once the request ended or failed.
-        lease: Option<Lease>,
-        decoder: ResponseDecoder,
-        stderr: StderrLines,
-        // Reset whenever bytes arrive: the read timeout is about silence, not total time.
-        #[pin]
-        sleep: Option<Sleep>,
-        end: Option<EndRequestBody>,
-        started: Instant,
-        finished: Option<Instant>,
-    }
+/// The body of a [`Response`](super::Response): an [`http_body::Body`] of `Bytes`.
+///
+/// Ends with the request's END_REQUEST; at that moment a clean connection goes back to
+/// its pool. Dropped before its end, it closes the connection instead, which stops the
+/// PHP script at its next output (PHP-FPM ignores ABORT_REQUEST while a script runs).
+///
+/// It is `Unpin`, so `BodyExt::frame(&mut body).await` works without pinning it first.
+pub struct ResponseBody {
+    /// `None` once the request ended or failed.
+    lease: Option<Lease>,
+    decoder: ResponseDecoder,
+    stderr: StderrLines,
+    /// Reset whenever bytes arrive: the read timeout is about silence, not total time.
+    /// Boxed so the body stays `Unpin`; made at the first wait only.
+    sleep: Option<Pin<Box<Sleep>>>,
+    end: Option<EndRequestBody>,
+    started: Instant,
+    finished: Option<Instant>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -47,14 +47,19 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn new(lease: Lease, decoder: ResponseDecoder, stderr: StderrLines) -> Self {
+    pub(crate) fn new(
+        lease: Lease,
+        decoder: ResponseDecoder,
+        stderr: StderrLines,
+        sent_at: Instant,
+    ) -> Self {
         Self {
             lease: Some(lease),
             decoder,
             stderr,
             sleep: None,
             end: None,
-            started: Instant::now(),
+            started: sent_at,
             finished: None,
         }
     }
@@ -64,9 +69,15 @@ impl ResponseBody {
         self.end
     }
 
-    /// When the head arrived and when END_REQUEST did (once it has).
-    pub fn timing(&self) -> (Instant, Option<Instant>) {
-        (self.started, self.finished)
+    /// When the request started going out (after any wait for a pooled connection).
+    pub fn sent_at(&self) -> Instant {
+        self.started
+    }
+
+    /// Time from sending the request to its END_REQUEST: the time spent in PHP-FPM.
+    /// `None` until the body has ended.
+    pub fn fpm_time(&self) -> Option<std::time::Duration> {
+        self.finished.map(|end| end.duration_since(self.started))
     }
 }
 
@@ -78,7 +89,7 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let mut this = self.project();
+        let this = self.get_mut();
         loop {
             let Some(lease) = this.lease.as_mut() else {
                 return Poll::Ready(None);
@@ -88,8 +99,8 @@ impl Body for ResponseBody {
                 Ok(Some(Event::Body(chunk))) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
                 Ok(Some(Event::Stderr(chunk))) => this.stderr.push(chunk),
                 Ok(Some(Event::End(end))) => {
-                    *this.end = Some(end);
-                    *this.finished = Some(Instant::now());
+                    this.end = Some(end);
+                    this.finished = Some(Instant::now());
                     this.stderr.flush();
                     let Some(mut lease) = this.lease.take() else {
                         return Poll::Ready(None);
@@ -119,8 +130,8 @@ impl Body for ResponseBody {
                             )));
                         }
                         Poll::Ready(Ok(_)) => {
-                            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                                sleep.reset(tokio::time::Instant::now() + timeout);
+                            if let Some(sleep) = this.sleep.as_mut() {
+                                sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
                             }
                         }
                         Poll::Ready(Err(err)) => {
@@ -128,11 +139,11 @@ impl Body for ResponseBody {
                             return Poll::Ready(Some(Err(Error::io(err).started(true))));
                         }
                         Poll::Pending => {
-                            if this.sleep.is_none() {
-                                this.sleep.set(Some(tokio::time::sleep(timeout)));
-                            }
-                            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                                if sleep.poll(cx).is_ready() {
+                            let sleep = this
+                                .sleep
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                            {
+                                if sleep.as_mut().poll(cx).is_ready() {
                                     this.lease.take();
                                     return Poll::Ready(Some(Err(Error::new(Kind::ReadTimeout(
                                         timeout,

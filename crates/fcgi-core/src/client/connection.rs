@@ -50,6 +50,8 @@ pub struct Connection {
     pub(crate) idle_since: Instant,
     /// The server closed its side; the connection can never be reused.
     pub(crate) eof: bool,
+    /// When the current request started going out: the start of "time in PHP-FPM".
+    pub(crate) sent_at: Instant,
 }
 
 impl Connection {
@@ -64,6 +66,7 @@ impl Connection {
             completed: 0,
             idle_since: Instant::now(),
             eof: false,
+            sent_at: Instant::now(),
         })
     }
 
@@ -300,6 +303,7 @@ where
 {
     let conn = lease.conn_mut();
     conn.read_buf.clear();
+    conn.sent_at = Instant::now();
     conn.write_request(params, body).await?;
     let mut decoder = ResponseDecoder::new(REQUEST_ID, conn.config.max_head_len);
     let mut received = !conn.read_buf.is_empty();
@@ -337,7 +341,9 @@ pub(crate) fn into_response(
     decoder: ResponseDecoder,
     stderr: StderrLines,
 ) -> Response {
-    let body = ResponseBody::new(lease, decoder, stderr);
+    let mut lease = lease;
+    let sent_at = lease.conn_mut().sent_at;
+    let body = ResponseBody::new(lease, decoder, stderr, sent_at);
     Response::new(head.status, head.headers, body)
 }
 

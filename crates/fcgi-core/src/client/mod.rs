@@ -104,6 +104,9 @@ impl<B> Request<B> {
     /// Whether the request may be sent again on a fresh connection when a reused one
     /// fails before any response byte. Defaults to: no body and an idempotent
     /// `REQUEST_METHOD` (GET, HEAD, OPTIONS, TRACE), as Go's net/http decides.
+    ///
+    /// A request with a body is never replayed, whatever this says: the body is streamed
+    /// out, not kept, so a replay could only send it empty.
     pub fn replayable(mut self, replayable: bool) -> Self {
         self.replayable = Some(replayable);
         self
@@ -122,13 +125,13 @@ impl<B> Request<B> {
 
 impl<B: http_body::Body> Request<B> {
     pub(crate) fn is_replayable(&self) -> bool {
-        self.replayable.unwrap_or_else(|| {
-            self.body.is_end_stream()
-                && matches!(
+        self.body.is_end_stream()
+            && self.replayable.unwrap_or_else(|| {
+                matches!(
                     self.params.get("REQUEST_METHOD"),
                     Some(b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE")
                 )
-        })
+            })
     }
 }
 

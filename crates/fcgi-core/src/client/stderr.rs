@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 type LineFn = dyn Fn(&[u8]) + Send + Sync;
 
@@ -34,12 +34,23 @@ impl fmt::Debug for StderrSink {
 /// A line longer than this is passed on in pieces rather than buffered further.
 const MAX_LINE: usize = 8 * 1024;
 
+/// PHP-FPM (7.3 and later, PHP bug #77106) writes a request's log messages to STDERR with
+/// no line end, each after the first preceded by `"; "`, and each starting with
+/// `"PHP message: "`. That join ends a line as much as `\n` does: without it, every
+/// message of a request would reach the sink as one line at the end of the request.
+const PHP_SEPARATOR: &[u8] = b"; PHP message: ";
+/// The part of [`PHP_SEPARATOR`] that is dropped; the rest starts the next line.
+const PHP_SEPARATOR_JOIN: usize = 2;
+
 /// Cuts STDERR chunks into lines for a sink.
 #[derive(Debug)]
 pub(crate) struct StderrLines {
     sink: StderrSink,
     /// The start of a line whose end has not arrived yet.
     partial: BytesMut,
+    /// How much of `partial` was searched for a line end already; what follows may be a
+    /// separator cut in two by a chunk boundary.
+    scanned: usize,
 }
 
 impl StderrLines {
@@ -47,41 +58,54 @@ impl StderrLines {
         Self {
             sink: sink.unwrap_or_else(StderrSink::tracing),
             partial: BytesMut::new(),
+            scanned: 0,
         }
     }
 
     pub(crate) fn push(&mut self, chunk: Bytes) {
-        let mut rest = &chunk[..];
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            let line = &rest[..nl];
-            if self.partial.is_empty() {
-                self.emit(line);
+        self.partial.extend_from_slice(&chunk);
+        let buf = &self.partial[..];
+        let mut line_start = 0;
+        let mut at = self.scanned;
+        while at < buf.len() {
+            let rest = &buf[at..];
+            if rest[0] == b'\n' {
+                emit(&self.sink, &buf[line_start..at]);
+                at += 1;
+                line_start = at;
+            } else if rest[0] != b';' {
+                at += 1;
+            } else if rest.starts_with(PHP_SEPARATOR) {
+                emit(&self.sink, &buf[line_start..at]);
+                at += PHP_SEPARATOR_JOIN;
+                line_start = at;
+            } else if PHP_SEPARATOR.starts_with(rest) {
+                // Maybe a separator whose end is in the next chunk.
+                break;
             } else {
-                self.partial.extend_from_slice(line);
-                let whole = std::mem::take(&mut self.partial);
-                self.emit(&whole);
+                at += 1;
             }
-            rest = &rest[nl + 1..];
         }
-        self.partial.extend_from_slice(rest);
+        self.partial.advance(line_start);
+        self.scanned = at - line_start;
         if self.partial.len() >= MAX_LINE {
-            let whole = std::mem::take(&mut self.partial);
-            self.emit(&whole);
-        }
-    }
-
-    fn emit(&self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if !line.is_empty() {
-            (self.sink.0)(line);
+            self.flush();
         }
     }
 
     pub(crate) fn flush(&mut self) {
         if !self.partial.is_empty() {
-            let whole = std::mem::take(&mut self.partial);
-            self.emit(&whole);
+            emit(&self.sink, &self.partial);
+            self.partial.clear();
         }
+        self.scanned = 0;
+    }
+}
+
+fn emit(sink: &StderrSink, line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !line.is_empty() {
+        (sink.0)(line);
     }
 }
 
@@ -116,6 +140,28 @@ mod tests {
         cut.push(Bytes::from_static(b"rd"));
         drop(cut);
         assert_eq!(*lines.lock().unwrap(), ["first line", "second", "third"]);
+    }
+
+    #[test]
+    fn php_fpm_message_joins_end_lines_even_across_chunks() {
+        let (sink, lines) = collecting();
+        let mut cut = StderrLines::new(Some(sink));
+        cut.push(Bytes::from_static(b"PHP message: one; PHP message: two;"));
+        cut.push(Bytes::from_static(b" PHP mes"));
+        cut.push(Bytes::from_static(b"sage: three; not a join"));
+        assert_eq!(
+            *lines.lock().unwrap(),
+            ["PHP message: one", "PHP message: two"]
+        );
+        drop(cut);
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                "PHP message: one",
+                "PHP message: two",
+                "PHP message: three; not a join"
+            ]
+        );
     }
 
     #[test]

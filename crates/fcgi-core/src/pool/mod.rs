@@ -65,6 +65,9 @@ pub struct PoolStats {
 }
 
 /// What a waiter is handed: a connection to reuse, or the right to open one.
+// A grant is moved once, through a oneshot, per handoff; boxing the connection would cost
+// an allocation each time to save a few hundred bytes that live for microseconds.
+#[allow(clippy::large_enum_variant)]
 enum Grant {
     Conn(Connection),
     Slot,
@@ -115,7 +118,7 @@ impl Shared {
             match waiter.send(grant) {
                 Ok(()) => return,
                 Err(back) => {
-                    // That waiter gave up between its timeout and its removal.
+                    // Defensive: a waiter leaves the queue before it drops its receiver.
                     state.queue.released(&next_key);
                     grant = back;
                 }
@@ -238,7 +241,10 @@ impl Pool {
         let config = &shared.config;
         let (grant, waiter) = {
             let mut state = shared.lock();
-            if !state.queue.has_waiters() && state.queue.may_take(&key, cap) {
+            // Waiters of other keys never stand in the way here: whenever a connection is
+            // free, `release` has already handed it to every waiter that may take one, so
+            // any still waiting are held back by their own key's cap.
+            if state.queue.may_take(&key, cap) {
                 if let Some(conn) = state.idle.pop() {
                     state.queue.acquired(&key, cap);
                     (Some(Grant::Conn(conn)), None)
@@ -255,17 +261,16 @@ impl Pool {
         };
         let grant = match (grant, waiter) {
             (Some(grant), _) => grant,
-            (None, Some((id, mut rx))) => {
-                match tokio::time::timeout(config.queue_timeout, &mut rx).await {
-                    Ok(Ok(grant)) => grant,
-                    _ => {
-                        let removed = shared.lock().queue.remove(&key, id).is_some();
-                        // Not in the queue any more: it was served just as the wait ended.
-                        match rx.try_recv() {
-                            Ok(grant) if !removed => grant,
-                            _ => return Err(Error::new(Kind::QueueTimeout(config.queue_timeout))),
-                        }
-                    }
+            (None, Some((id, rx))) => {
+                let mut place = QueuePlace {
+                    shared,
+                    key: &key,
+                    id,
+                    rx: Some(rx),
+                };
+                match place.wait(config.queue_timeout).await {
+                    Some(grant) => grant,
+                    None => return Err(Error::new(Kind::QueueTimeout(config.queue_timeout))),
                 }
             }
             (None, None) => return Err(Error::new(Kind::QueueTimeout(config.queue_timeout))),
@@ -298,6 +303,58 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         let id = state.queue.push(key, cap, tx);
         Ok((id, rx))
+    }
+}
+
+/// A caller's place in the queue, until it is served.
+///
+/// Dropped unserved (the wait timed out, or the caller dropped its request future), it
+/// leaves the queue. Dropped just after being served, before it could take what it was
+/// handed, it passes that on: a cancelled wait never leaks a connection or a slot.
+struct QueuePlace<'a> {
+    shared: &'a Shared,
+    key: &'a QueueKey,
+    id: u64,
+    /// `None` once the grant was taken or the place left the queue.
+    rx: Option<oneshot::Receiver<Grant>>,
+}
+
+impl QueuePlace<'_> {
+    /// Waits to be served for up to `timeout`; `None` when it was not.
+    async fn wait(&mut self, timeout: Duration) -> Option<Grant> {
+        let rx = self.rx.as_mut()?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(grant)) => {
+                self.rx = None;
+                Some(grant)
+            }
+            // Timed out. (The sender is only dropped unsent when the pool itself is gone.)
+            _ => self.leave(),
+        }
+    }
+
+    /// Leaves the queue; returns what it was handed if it was served meanwhile.
+    fn leave(&mut self) -> Option<Grant> {
+        let mut rx = self.rx.take()?;
+        let removed = self.shared.lock().queue.remove(self.key, self.id).is_some();
+        if removed {
+            return None;
+        }
+        // Not in the queue any more: `release` popped it and sent the grant under the
+        // lock just taken, so the grant is in the channel.
+        rx.try_recv().ok()
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        if let Some(grant) = self.leave() {
+            let conn = match grant {
+                Grant::Conn(conn) => Some(conn),
+                Grant::Slot => None,
+            };
+            self.shared.release(self.key, conn);
+        }
     }
 }
 

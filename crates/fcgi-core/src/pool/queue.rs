@@ -61,11 +61,6 @@ impl<W> FairQueue<W> {
         }
     }
 
-    /// Whether anyone at all waits (a newcomer must then queue behind them).
-    pub(crate) fn has_waiters(&self) -> bool {
-        self.waiting > 0
-    }
-
     /// Records that `key` took a connection.
     pub(crate) fn acquired(&mut self, key: &QueueKey, cap: Option<usize>) {
         let state = self.keys.entry(key.clone()).or_insert_with(|| KeyState {

@@ -17,25 +17,30 @@ pub struct HeadEnd {
 
 /// Finds the empty line that ends the head: `\n\n`, `\r\n\r\n`, or a mix of both.
 pub fn find_head_end(buf: &[u8]) -> Option<HeadEnd> {
-    // An empty head (the body starts at once) is a valid, if odd, response.
-    if buf.starts_with(b"\r\n") {
-        return Some(HeadEnd {
-            head_len: 0,
-            body_start: 2,
-        });
-    }
-    if buf.starts_with(b"\n") {
-        return Some(HeadEnd {
-            head_len: 0,
-            body_start: 1,
-        });
-    }
     find_head_end_from(buf, 0)
 }
 
 /// Like [`find_head_end`], but only looks at line ends at or after `from`: for a head that
-/// arrives in pieces, where everything before `from` was already searched.
+/// arrives in pieces. When the first `n` bytes held no empty line, searching the grown
+/// buffer from `n.saturating_sub(3)` finds the same end as searching it all.
 pub fn find_head_end_from(buf: &[u8], from: usize) -> Option<HeadEnd> {
+    if from == 0 {
+        // An empty head (the body starts at once) is a valid, if odd, response. No line end
+        // comes before it, so the scan below cannot see it: check it here, and not only in
+        // `find_head_end`, because a `\r\n` head can arrive as `\r` then `\n`.
+        if buf.starts_with(b"\r\n") {
+            return Some(HeadEnd {
+                head_len: 0,
+                body_start: 2,
+            });
+        }
+        if buf.starts_with(b"\n") {
+            return Some(HeadEnd {
+                head_len: 0,
+                body_start: 1,
+            });
+        }
+    }
     let mut from = from;
     while let Some(pos) = memchr_newline(buf.get(from..)?) {
         let nl = from + pos;

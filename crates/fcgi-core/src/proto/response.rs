@@ -160,14 +160,8 @@ impl ResponseDecoder {
         // The head spans records: gather it, looking only at line ends in the new bytes
         // (and the three before them, where an empty line may have started).
         let search_from = head_buf.len().saturating_sub(3);
-        let was_empty = head_buf.is_empty();
         head_buf.extend_from_slice(&content);
-        let found = if was_empty {
-            find_head_end(head_buf)
-        } else {
-            find_head_end_from(head_buf, search_from)
-        };
-        match found {
+        match find_head_end_from(head_buf, search_from) {
             Some(end) => {
                 if end.head_len > self.max_head_len {
                     return Err(ProtocolError::HeadTooLarge {
@@ -181,7 +175,10 @@ impl ResponseDecoder {
                 self.pending_body = (!rest.is_empty()).then_some(rest);
                 Ok(Some(Event::Head(head)))
             }
-            None if head_buf.len() > self.max_head_len => Err(ProtocolError::HeadTooLarge {
+            // Without an empty line yet, the head will be at least all but the last byte
+            // gathered (which may be the `\r` of the empty line): fail only when even that
+            // is over the limit, so the verdict does not depend on where records were cut.
+            None if head_buf.len() - 1 > self.max_head_len => Err(ProtocolError::HeadTooLarge {
                 limit: self.max_head_len,
             }),
             None => Ok(None),
