@@ -1,0 +1,181 @@
+//! The body of every response the gateway sends: PHP-FPM's stream, a static file, or a
+//! small page, behind one type, carrying the request's log record so the access log and
+//! usage counters are written when the body is really finished (or abandoned).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tower_http::services::fs::ServeFileSystemResponseBody;
+
+use crate::access::RequestRecord;
+
+/// Errors a response body can end with (the connection is then closed mid-response).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    #[project = InnerProj]
+    enum Inner {
+        Full { data: Option<Bytes> },
+        FastCgi { #[pin] body: fcgi_core::ResponseBody },
+        Static { #[pin] body: ServeFileSystemResponseBody },
+        Boxed { #[pin] body: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body of any kind the gateway produces.
+    pub struct GatewayBody {
+        #[pin]
+        inner: Inner,
+        // Written to the access log and usage counters when dropped.
+        record: Option<Box<RequestRecord>>,
+    }
+}
+
+impl Inner {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::Full { data } => data.is_none(),
+            Inner::FastCgi { body } => body.is_end_stream(),
+            Inner::Static { body } => body.is_end_stream(),
+            Inner::Boxed { body } => body.is_end_stream(),
+        }
+    }
+}
+
+impl std::fmt::Debug for GatewayBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.inner {
+            Inner::Full { .. } => "full",
+            Inner::FastCgi { .. } => "fastcgi",
+            Inner::Static { .. } => "static",
+            Inner::Boxed { .. } => "boxed",
+        };
+        f.debug_struct("GatewayBody").field("kind", &kind).finish()
+    }
+}
+
+impl GatewayBody {
+    fn from_inner(inner: Inner) -> Self {
+        Self {
+            inner,
+            record: None,
+        }
+    }
+
+    /// A body held in memory.
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        Self::from_inner(Inner::Full {
+            data: (!data.is_empty()).then_some(data),
+        })
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self::from_inner(Inner::Full { data: None })
+    }
+
+    /// PHP-FPM's response stream.
+    pub fn fastcgi(body: fcgi_core::ResponseBody) -> Self {
+        Self::from_inner(Inner::FastCgi { body })
+    }
+
+    /// A static file (from tower-http).
+    pub fn static_file(body: ServeFileSystemResponseBody) -> Self {
+        Self::from_inner(Inner::Static { body })
+    }
+
+    /// Any other body (the admin API, embedders).
+    pub fn boxed<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        Self::from_inner(Inner::Boxed {
+            body: body.map_err(Into::into).boxed_unsync(),
+        })
+    }
+
+    /// Attaches the request's record, written out when this body is dropped.
+    pub(crate) fn with_record(mut self, record: Box<RequestRecord>) -> Self {
+        self.record = Some(record);
+        self
+    }
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let polled: Poll<Option<Result<Frame<Bytes>, BoxError>>> =
+            match this.inner.as_mut().project() {
+                InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+                InnerProj::FastCgi { mut body } => {
+                    let polled = body.as_mut().poll_frame(cx);
+                    if let Some(record) = this.record.as_mut() {
+                        match &polled {
+                            Poll::Ready(None) => record.fpm_time = body.fpm_time(),
+                            Poll::Ready(Some(Err(err))) => record.upstream_error(err),
+                            _ => {}
+                        }
+                    }
+                    polled.map_err(Into::into)
+                }
+                InnerProj::Static { body } => body.poll_frame(cx).map_err(Into::into),
+                InnerProj::Boxed { body } => body.poll_frame(cx),
+            };
+        if let (Poll::Ready(Some(Ok(frame))), Some(record)) = (&polled, this.record.as_mut()) {
+            if let Some(data) = frame.data_ref() {
+                record.bytes_out += data.len() as u64;
+            }
+        }
+        if let Some(record) = this.record.as_mut() {
+            // A body of known length is not polled past its last frame.
+            let ended = matches!(polled, Poll::Ready(None))
+                || (matches!(polled, Poll::Ready(Some(Ok(_)))) && this.inner.is_end_stream());
+            if ended {
+                record.completed = true;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Inner::FastCgi { body } => body.size_hint(),
+            Inner::Static { body } => body.size_hint(),
+            Inner::Boxed { body } => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_full_body_yields_its_bytes_once() {
+        let body = GatewayBody::full("hello");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hello");
+        assert!(GatewayBody::empty().is_end_stream());
+    }
+}

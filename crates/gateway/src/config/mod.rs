@@ -1,0 +1,462 @@
+//! The gateway's configuration (`tenants.toml`): parsed, then validated, then handed out
+//! as an immutable [`Config`] that the rest of the program reads.
+//!
+//! # Layout
+//! - [`units`]: durations (`"2s"`) and sizes (`"64MiB"`).
+//! - [`server`], [`fastcgi`]: the `[server]` and `[fastcgi]` tables.
+//! - [`tenant`]: one `[tenants.NAME]` table and its rules ([`validate_tenant`]), shared
+//!   with the admin API and CLI that edit the file with `toml_edit`.
+//! - [`error`]: [`ConfigError`], which names the file, line, column and tenant.
+//! - [`edit`]: [`ConfigDocument`], comment-preserving edits of the file (CLI, admin API)
+//!   that refuse to save anything [`Config::parse`] would reject.
+//!
+//! Parsing uses serde structs that deny unknown fields, so a typo is an error rather
+//! than a silently ignored setting. Validation works on those structs; only when it fails
+//! is the text parsed again (with `toml_edit`, which keeps positions) to say where.
+
+pub mod edit;
+pub mod error;
+pub mod fastcgi;
+pub mod server;
+pub mod tenant;
+pub mod units;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use edit::{ConfigDocument, EditError};
+pub use error::{ConfigError, ConfigErrorKind};
+pub use fastcgi::{FastCgiConfig, Upstream};
+pub use server::{AdminToken, ServerConfig};
+pub use tenant::{
+    displayed_param_value, is_secret_param, validate_param, validate_tenant, HostPattern,
+    TenantConfig,
+};
+
+use error::{keys, KeySegment};
+
+/// Default interval between usage-metering flushes.
+pub const DEFAULT_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A validated configuration: every setting checked, defaults applied, relative paths
+/// resolved against the config file's directory, hosts normalised and unique.
+///
+/// `Debug` shows param names only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file this came from, as named by the operator (for messages and reloads).
+    pub path: PathBuf,
+    /// The directory relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[fastcgi]`.
+    pub fastcgi: FastCgiConfig,
+    /// `[defaults.params]`: params every tenant gets; a tenant's own params win.
+    pub default_params: BTreeMap<String, String>,
+    /// `[usage]`.
+    pub usage: UsageConfig,
+    /// `[tenants.NAME]`, by name.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// The validated `[usage]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageConfig {
+    /// The usage-metering SQLite database; metering is off when `None`. Resolved against
+    /// the config file's directory; created on first use, so not checked here.
+    pub database: Option<PathBuf>,
+    /// How often buffered usage counters are written.
+    pub flush_interval: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("base_dir", &self.base_dir)
+            .field("server", &self.server)
+            .field("fastcgi", &self.fastcgi)
+            .field(
+                "default_params",
+                &self.default_params.keys().collect::<Vec<_>>(),
+            )
+            .field("usage", &self.usage)
+            .field("tenants", &self.tenants)
+            .finish()
+    }
+}
+
+/// The whole file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: server::RawServer,
+    fastcgi: fastcgi::RawFastCgi,
+    #[serde(default)]
+    defaults: tenant::RawDefaults,
+    #[serde(default)]
+    usage: RawUsage,
+    #[serde(default)]
+    tenants: BTreeMap<String, TenantConfig>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUsage {
+    database: Option<PathBuf>,
+    flush_interval: Option<units::HumanDuration>,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`; relative paths inside it are
+    /// resolved against its directory.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = fs::read_to_string(path).map_err(|err| ConfigError::io(path, err))?;
+        let base_dir = base_dir_of(path)?;
+        Self::parse(&text, path, &base_dir)
+    }
+
+    /// Parses and validates config text. `path_for_messages` only names the file in
+    /// errors (and is kept as [`Config::path`]); `base_dir` resolves relative paths.
+    ///
+    /// Checks the filesystem: `fastcgi.root` must be a directory, `suspended_page` a
+    /// file, and `admin_token_file` is read.
+    pub fn parse(
+        text: &str,
+        path_for_messages: impl AsRef<Path>,
+        base_dir: impl AsRef<Path>,
+    ) -> Result<Config, ConfigError> {
+        let file = path_for_messages.as_ref();
+        Self::parse_inner(text, file, base_dir.as_ref())
+            .map_err(|err| err.in_file(file).locate(text))
+    }
+
+    fn parse_inner(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| {
+            let mut error = ConfigError::new(ConfigErrorKind::Syntax(err.message().to_owned()));
+            if let Some(span) = err.span() {
+                if let Some(tenant) = error::tenant_at(text, span.start) {
+                    error = error.for_tenant(&tenant);
+                }
+                error = error.at_offset(text, span.start);
+            }
+            error
+        })?;
+
+        let server = raw.server.validate(base_dir)?;
+        let fastcgi = raw.fastcgi.validate(base_dir)?;
+
+        for (name, value) in &raw.defaults.params {
+            validate_param(name, value)
+                .map_err(|kind| ConfigError::new(kind).at(keys(&["defaults", "params", name])))?;
+        }
+
+        let mut tenants = raw.tenants;
+        check_tenants(&mut tenants)?;
+
+        let usage = UsageConfig {
+            database: raw.usage.database.map(|db| base_dir.join(db)),
+            flush_interval: raw
+                .usage
+                .flush_interval
+                .map_or(DEFAULT_USAGE_FLUSH_INTERVAL, |d| d.0),
+        };
+
+        Ok(Config {
+            path: file.to_path_buf(),
+            base_dir: base_dir.to_path_buf(),
+            server,
+            fastcgi,
+            default_params: raw.defaults.params,
+            usage,
+            tenants,
+        })
+    }
+}
+
+/// The directory relative paths in the config at `path` are resolved against: the
+/// directory of `path` as named (not of a symlink's target), made absolute.
+pub(crate) fn base_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // An absolute base keeps `root` (and so SCRIPT_FILENAME) absolute even when the
+    // gateway was started with a relative config path.
+    std::path::absolute(dir).map_err(|err| ConfigError::io(dir, err))
+}
+
+/// Validates every tenant, normalises its hosts in place, and checks no host is claimed
+/// twice. Tenants are visited in name order, so "first" in a duplicate error is stable.
+fn check_tenants(tenants: &mut BTreeMap<String, TenantConfig>) -> Result<(), ConfigError> {
+    let host_count = tenants.values().map(|t| t.hosts.len()).sum();
+    // Exact hosts and wildcard suffixes are separate namespaces: `a.example` and
+    // `*.a.example` do not collide.
+    let mut owners: HashMap<HostPattern, &str> = HashMap::with_capacity(host_count);
+    for (name, tenant) in tenants.iter_mut() {
+        let in_tenant = || {
+            [
+                KeySegment::Key("tenants".into()),
+                KeySegment::Key(name.clone()),
+            ]
+        };
+        let patterns =
+            tenant::validate_tenant_hosts(name, tenant).map_err(|err| err.within(in_tenant()))?;
+        for (index, pattern) in patterns.iter().enumerate() {
+            if let Some(first) = owners.get(pattern) {
+                return Err(ConfigError::new(ConfigErrorKind::DuplicateHost {
+                    host: pattern.to_config_string(),
+                    first: (*first).to_owned(),
+                    second: name.clone(),
+                })
+                .for_tenant(name)
+                .at(in_tenant()
+                    .into_iter()
+                    .chain([KeySegment::Key("hosts".into()), KeySegment::Index(index)])));
+            }
+        }
+        tenant.hosts = patterns.iter().map(HostPattern::to_config_string).collect();
+        for pattern in patterns {
+            owners.insert(pattern, name);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory holding `app/` so `root = "app"` validates.
+    fn scratch() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("app")).unwrap();
+        dir
+    }
+
+    const HEAD: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n\n[fastcgi]\nupstream = \"127.0.0.1:9000\"\nroot = \"app\"\n";
+
+    fn parse(dir: &Path, rest: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{HEAD}{rest}"), "tenants.toml", dir)
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let dir = scratch();
+        let text = r#"
+[server]
+listen = "127.0.0.1:8080"
+trusted_proxies = ["10.0.0.0/8"]
+admin = "127.0.0.1:9180"
+max_body = "64MiB"
+max_header_bytes = "64KiB"
+max_headers = 100
+keepalive_timeout = "75s"
+retry_after = "120s"
+queue_timeout = "30s"
+max_queue = 4096
+
+[fastcgi]
+upstream = "unix:/run/php/php8.2-fpm.sock"
+root = "app"
+fpm_root = "/var/www/html/"
+index = "index.php"
+max_connections = 8
+connect_timeout = "2s"
+read_timeout = "60s"
+idle_timeout = "30s"
+max_head_bytes = "64KiB"
+
+[defaults.params]
+APP_ENV = "production"
+
+[usage]
+database = "usage.db"
+flush_interval = "5s"
+
+[tenants.centro1]
+hosts = ["Centro1.example.org", "*.centro1.example.org."]
+params = { DBHOST = "10.200.16.27", DBNAME = "moodle_centro1", DBUSER = "moodle", DBPASS = "secret", WWWROOT = "https://centro1.example.org", DATAROOT = "/moodledata/centro1" }
+enabled = true
+max_concurrency = 4
+"#;
+        let config = Config::parse(text, "tenants.toml", dir.path()).unwrap();
+        assert_eq!(config.fastcgi.fpm_root, "/var/www/html");
+        assert_eq!(config.fastcgi.root, dir.path().join("app"));
+        assert_eq!(
+            config.fastcgi.upstream,
+            Upstream::Unix("/run/php/php8.2-fpm.sock".into())
+        );
+        assert_eq!(config.default_params["APP_ENV"], "production");
+        assert_eq!(config.usage.database, Some(dir.path().join("usage.db")));
+        let centro = &config.tenants["centro1"];
+        assert_eq!(
+            centro.hosts,
+            ["centro1.example.org", "*.centro1.example.org"]
+        );
+        assert_eq!(centro.max_concurrency, Some(4));
+        assert_eq!(centro.params["DBNAME"], "moodle_centro1");
+    }
+
+    #[test]
+    fn debug_never_shows_param_values() {
+        let dir = scratch();
+        let config = parse(
+            dir.path(),
+            "[defaults.params]\nSHARED = \"topsecret\"\n[tenants.a]\nhosts = [\"a.example\"]\nparams = { DBPASS = \"hunter2\" }\n",
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("DBPASS") && shown.contains("SHARED"));
+        assert!(!shown.contains("hunter2") && !shown.contains("topsecret"));
+    }
+
+    #[test]
+    fn duplicate_hosts_name_both_tenants_and_the_line() {
+        let dir = scratch();
+        let err = parse(
+            dir.path(),
+            "\n[tenants.a]\nhosts = [\"a.example\"]\n\n[tenants.b]\nhosts = [\"x.example\", \"A.Example.\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.is_duplicate_host());
+        assert_eq!(err.tenant(), Some("b"));
+        assert_eq!(err.line(), Some(12));
+        assert_eq!(
+            err.to_string(),
+            "tenants.toml:12:23: duplicate host \"a.example\" in tenants \"a\" and \"b\""
+        );
+    }
+
+    #[test]
+    fn an_exact_host_and_a_wildcard_over_it_do_not_collide() {
+        let dir = scratch();
+        let config = parse(
+            dir.path(),
+            "[tenants.a]\nhosts = [\"a.example\"]\n[tenants.b]\nhosts = [\"*.a.example\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.tenants.len(), 2);
+        let err = parse(
+            dir.path(),
+            "[tenants.a]\nhosts = [\"*.a.example\"]\n[tenants.b]\nhosts = [\"*.A.example\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.is_duplicate_host());
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_position_and_tenant() {
+        let dir = scratch();
+        let err = parse(
+            dir.path(),
+            "[tenants.a]\nhosts = [\"a.example\"]\nmax_concurency = 4\n",
+        )
+        .unwrap_err();
+        assert!(err.is_syntax());
+        assert_eq!(err.tenant(), Some("a"));
+        assert_eq!((err.line(), err.column()), (Some(9), Some(1)));
+        assert!(err
+            .to_string()
+            .starts_with("tenants.toml:9:1: tenant \"a\": unknown field `max_concurency`"));
+
+        let err = Config::parse(
+            &HEAD.replace("[server]", "[server]\nlisten_on = 1"),
+            "t.toml",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert_eq!(err.line(), Some(2));
+        assert_eq!(err.tenant(), None);
+    }
+
+    #[test]
+    fn toml_syntax_errors_have_a_position() {
+        let dir = scratch();
+        let err = parse(dir.path(), "[tenants.a\n").unwrap_err();
+        assert!(err.is_syntax());
+        assert_eq!(err.line(), Some(7));
+    }
+
+    #[test]
+    fn tenant_errors_point_at_the_offending_value() {
+        let dir = scratch();
+        let err = parse(
+            dir.path(),
+            "[tenants.a]\nhosts = [\"a.example\"]\nparams = { GOOD = \"1\", REQUEST_URI = \"/x\" }\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.tenant(), Some("a"));
+        assert_eq!(err.line(), Some(9));
+        assert!(matches!(
+            err.kind(),
+            ConfigErrorKind::ReservedParamName(name) if name == "REQUEST_URI"
+        ));
+
+        let err = parse(dir.path(), "[tenants.Bad]\nhosts = [\"a.example\"]\n").unwrap_err();
+        assert_eq!((err.line(), err.column()), (Some(7), Some(10)));
+
+        let err = parse(dir.path(), "[tenants.a]\nhosts = []\n").unwrap_err();
+        assert!(matches!(err.kind(), ConfigErrorKind::NoHosts(_)));
+        assert_eq!(err.line(), Some(8));
+    }
+
+    #[test]
+    fn default_params_follow_the_same_rules() {
+        let dir = scratch();
+        let err = parse(dir.path(), "[defaults.params]\nHTTP_X = \"1\"\n").unwrap_err();
+        assert!(matches!(err.kind(), ConfigErrorKind::ReservedParamName(_)));
+        assert_eq!(err.line(), Some(8));
+    }
+
+    #[test]
+    fn server_and_fastcgi_errors_point_at_their_line() {
+        let dir = scratch();
+        let err = Config::parse(
+            &HEAD.replace("127.0.0.1:9000", "nowhere"),
+            "t.toml",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert_eq!(err.line(), Some(5));
+        assert!(err
+            .to_string()
+            .starts_with("t.toml:5:12: invalid fastcgi.upstream"));
+
+        let err =
+            Config::parse(&HEAD.replace("\"app\"", "\"nope\""), "t.toml", dir.path()).unwrap_err();
+        assert!(err.is_io());
+        assert_eq!(err.line(), Some(6));
+    }
+
+    #[test]
+    fn a_config_without_tenants_is_valid() {
+        let dir = scratch();
+        let config = parse(dir.path(), "").unwrap();
+        assert!(config.tenants.is_empty());
+        assert_eq!(config.usage.database, None);
+        assert_eq!(config.usage.flush_interval, DEFAULT_USAGE_FLUSH_INTERVAL);
+    }
+
+    #[test]
+    fn load_resolves_paths_against_the_file_directory() {
+        let dir = scratch();
+        let path = dir.path().join("tenants.toml");
+        fs::write(&path, format!("{HEAD}[usage]\ndatabase = \"u.db\"\n")).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.fastcgi.root, dir.path().join("app"));
+        assert_eq!(config.usage.database, Some(dir.path().join("u.db")));
+        assert_eq!(config.path, path);
+
+        let err = Config::load(dir.path().join("missing.toml")).unwrap_err();
+        assert!(err.is_io());
+        assert!(err.to_string().contains("missing.toml"));
+    }
+}

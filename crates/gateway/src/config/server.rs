@@ -1,0 +1,453 @@
+//! The `[server]` table: where the gateway listens, whom it trusts, and its HTTP limits.
+
+use std::fmt;
+use std::fs;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::error::{keys, ConfigError, KeySegment};
+use super::units::{ByteSize, HumanDuration};
+
+/// Default request body limit.
+pub const DEFAULT_MAX_BODY: u64 = 64 << 20;
+/// Default limit on the request head (request line plus headers).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 << 10;
+/// Default limit on the number of request headers.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default idle keep-alive timeout; nginx's default.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Default `Retry-After` for suspended tenants and full queues.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// Default wait for a PHP-FPM connection before answering 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default number of requests allowed to wait for a PHP-FPM connection.
+pub const DEFAULT_MAX_QUEUE: usize = 4096;
+
+/// The validated `[server]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Addresses the HTTP listener binds (at least one, no duplicates).
+    pub listen: Vec<SocketAddr>,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed; from anyone else
+    /// those headers are just passed along. Plain IPs are stored as /32 or /128.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Admin API listener; off when `None`.
+    pub admin: Option<SocketAddr>,
+    /// Bearer token for the admin API; always set when `admin` is not a loopback address.
+    pub admin_token: Option<AdminToken>,
+    /// Request body limit in bytes (413 beyond).
+    pub max_body: u64,
+    /// Request head limit in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Request header count limit (431 beyond).
+    pub max_headers: usize,
+    /// How long an idle client connection is kept open.
+    pub keepalive_timeout: Duration,
+    /// HTML served with 503 for a disabled tenant; a built-in page when `None`. Resolved
+    /// against the config file's directory and checked to be a file at load time.
+    pub suspended_page: Option<PathBuf>,
+    /// `Retry-After` sent with 503 answers.
+    pub retry_after: Duration,
+    /// How long a request may wait for a PHP-FPM connection before a 503.
+    pub queue_timeout: Duration,
+    /// How many requests may wait for a PHP-FPM connection at once (503 beyond).
+    pub max_queue: usize,
+}
+
+/// The admin API's bearer token. Never printed: `Debug` shows `"<redacted>"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Wraps a token. Callers check it is not empty.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token text, for the code that compares or sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares a presented token in time that depends only on its length, so response
+    /// timing does not reveal how many leading bytes were right.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        if expected.len() != presented.len() {
+            return false;
+        }
+        expected
+            .iter()
+            .zip(presented)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(\"<redacted>\")")
+    }
+}
+
+/// `[server]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    listen: OneOrMany,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    admin: Option<String>,
+    admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
+    max_body: Option<ByteSize>,
+    max_header_bytes: Option<ByteSize>,
+    max_headers: Option<usize>,
+    keepalive_timeout: Option<HumanDuration>,
+    suspended_page: Option<PathBuf>,
+    retry_after: Option<HumanDuration>,
+    queue_timeout: Option<HumanDuration>,
+    max_queue: Option<usize>,
+}
+
+/// A string or a list of strings: `listen = "a"` and `listen = ["a", "b"]` both read well.
+struct OneOrMany(Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor;
+
+        impl<'de> Visitor<'de> for OneOrManyVisitor {
+            type Value = OneOrMany;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address or a list of addresses")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_owned()]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut all = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    all.push(item);
+                }
+                Ok(OneOrMany(all))
+            }
+        }
+
+        deserializer.deserialize_any(OneOrManyVisitor)
+    }
+}
+
+impl RawServer {
+    /// Validates the table; relative paths are resolved against `base_dir`.
+    pub(crate) fn validate(self, base_dir: &Path) -> Result<ServerConfig, ConfigError> {
+        let listen = parse_listen(&self.listen.0)?;
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                parse_trusted_proxy(text).map_err(|reason| {
+                    ConfigError::invalid("server.trusted_proxies", reason).at([
+                        KeySegment::Key("server".into()),
+                        KeySegment::Key("trusted_proxies".into()),
+                        KeySegment::Index(index),
+                    ])
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let admin = match &self.admin {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    "server.admin",
+                    format!("{text:?} is not an IP:port address"),
+                )
+                .at(keys(&["server", "admin"]))
+            })?),
+        };
+        let admin_token = self.admin_token(base_dir)?;
+        if let Some(addr) = admin {
+            if !addr.ip().is_loopback() && admin_token.is_none() {
+                return Err(ConfigError::invalid(
+                    "server.admin",
+                    format!("{addr} is not a loopback address, so admin_token or admin_token_file is required"),
+                )
+                .at(keys(&["server", "admin"])));
+            }
+            if listen.contains(&addr) {
+                return Err(ConfigError::invalid(
+                    "server.admin",
+                    format!("{addr} is also in server.listen"),
+                )
+                .at(keys(&["server", "admin"])));
+            }
+        }
+
+        let max_header_bytes = to_usize(
+            self.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+            "server.max_header_bytes",
+        )?;
+        let max_headers = self.max_headers.unwrap_or(DEFAULT_MAX_HEADERS);
+        if max_headers == 0 {
+            return Err(
+                ConfigError::invalid("server.max_headers", "must be at least 1")
+                    .at(keys(&["server", "max_headers"])),
+            );
+        }
+        let suspended_page = match self.suspended_page {
+            None => None,
+            Some(page) => {
+                let page = base_dir.join(page);
+                let at = keys(&["server", "suspended_page"]);
+                match fs::metadata(&page) {
+                    Ok(meta) if meta.is_file() => Some(page),
+                    Ok(_) => {
+                        return Err(ConfigError::invalid(
+                            "server.suspended_page",
+                            format!("{} is not a file", page.display()),
+                        )
+                        .at(at))
+                    }
+                    Err(err) => return Err(ConfigError::io(&page, err).at(at)),
+                }
+            }
+        };
+
+        Ok(ServerConfig {
+            listen,
+            trusted_proxies,
+            admin,
+            admin_token,
+            max_body: self.max_body.map_or(DEFAULT_MAX_BODY, |s| s.0),
+            max_header_bytes,
+            max_headers,
+            keepalive_timeout: self
+                .keepalive_timeout
+                .map_or(DEFAULT_KEEPALIVE_TIMEOUT, |d| d.0),
+            suspended_page,
+            retry_after: self.retry_after.map_or(DEFAULT_RETRY_AFTER, |d| d.0),
+            queue_timeout: self.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |d| d.0),
+            max_queue: self.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
+        })
+    }
+
+    /// The token from `admin_token` or from the file `admin_token_file` names (read now,
+    /// so a reload picks up a rotated token; surrounding whitespace is dropped because
+    /// editors add a final newline).
+    fn admin_token(&self, base_dir: &Path) -> Result<Option<AdminToken>, ConfigError> {
+        let token = match (&self.admin_token, &self.admin_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "server.admin_token",
+                    "set admin_token or admin_token_file, not both",
+                )
+                .at(keys(&["server", "admin_token_file"])))
+            }
+            (None, None) => return Ok(None),
+            (Some(token), None) => token.trim().to_owned(),
+            (None, Some(file)) => {
+                let file = base_dir.join(file);
+                fs::read_to_string(&file)
+                    .map_err(|err| {
+                        ConfigError::io(&file, err).at(keys(&["server", "admin_token_file"]))
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        if token.is_empty() {
+            return Err(
+                ConfigError::invalid("server.admin_token", "the token is empty")
+                    .at(keys(&["server", "admin_token"])),
+            );
+        }
+        Ok(Some(AdminToken(token)))
+    }
+}
+
+fn parse_listen(all: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    if all.is_empty() {
+        return Err(
+            ConfigError::invalid("server.listen", "at least one address is required")
+                .at(keys(&["server", "listen"])),
+        );
+    }
+    let mut listen = Vec::with_capacity(all.len());
+    for (index, text) in all.iter().enumerate() {
+        let at = [
+            KeySegment::Key("server".into()),
+            KeySegment::Key("listen".into()),
+            KeySegment::Index(index),
+        ];
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            ConfigError::invalid(
+                "server.listen",
+                format!(
+                    "{text:?} is not an IP:port address (like \"0.0.0.0:8080\" or \"[::]:8080\")"
+                ),
+            )
+            .at(at.clone())
+        })?;
+        if listen.contains(&addr) {
+            return Err(
+                ConfigError::invalid("server.listen", format!("{addr} is listed twice")).at(at),
+            );
+        }
+        listen.push(addr);
+    }
+    Ok(listen)
+}
+
+/// A CIDR (`10.0.0.0/8`) or a plain IP. Host bits are cleared so `10.1.2.3/8` means what
+/// it obviously means.
+fn parse_trusted_proxy(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{text:?} is neither a CIDR nor an IP address"))
+}
+
+pub(crate) fn to_usize(
+    size: Option<ByteSize>,
+    default: usize,
+    field: &'static str,
+) -> Result<usize, ConfigError> {
+    match size {
+        None => Ok(default),
+        Some(ByteSize(bytes)) => usize::try_from(bytes).map_err(|_| {
+            let path: Vec<&str> = field.split('.').collect();
+            ConfigError::invalid(field, "too large for this machine").at(keys(&path))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> RawServer {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_apply_when_only_listen_is_set() {
+        let server = raw("listen = \"127.0.0.1:8080\"")
+            .validate(Path::new("/"))
+            .unwrap();
+        assert_eq!(server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(server.max_body, DEFAULT_MAX_BODY);
+        assert_eq!(server.max_headers, 100);
+        assert_eq!(server.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(server.admin, None);
+    }
+
+    #[test]
+    fn listen_takes_one_address_or_a_list() {
+        let server = raw("listen = [\"127.0.0.1:80\", \"[::1]:80\"]")
+            .validate(Path::new("/"))
+            .unwrap();
+        assert_eq!(server.listen.len(), 2);
+        assert!(raw("listen = []").validate(Path::new("/")).is_err());
+        assert!(raw("listen = \"localhost:80\"")
+            .validate(Path::new("/"))
+            .is_err());
+        assert!(raw("listen = [\"127.0.0.1:80\", \"127.0.0.1:80\"]")
+            .validate(Path::new("/"))
+            .is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_plain_ips() {
+        let server = raw(
+            "listen = \"127.0.0.1:80\"\ntrusted_proxies = [\"10.1.2.3/8\", \"192.0.2.1\", \"2001:db8::/32\"]",
+        )
+        .validate(Path::new("/"))
+        .unwrap();
+        let nets: Vec<String> = server
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"]);
+        assert!(
+            raw("listen = \"127.0.0.1:80\"\ntrusted_proxies = [\"lb.example\"]")
+                .validate(Path::new("/"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn admin_off_loopback_requires_a_token() {
+        let err = raw("listen = \"127.0.0.1:80\"\nadmin = \"0.0.0.0:9180\"")
+            .validate(Path::new("/"))
+            .unwrap_err();
+        assert!(err.to_string().contains("admin_token"));
+        let ok = raw("listen = \"127.0.0.1:80\"\nadmin = \"127.0.0.1:9180\"")
+            .validate(Path::new("/"))
+            .unwrap();
+        assert_eq!(ok.admin, Some("127.0.0.1:9180".parse().unwrap()));
+        let ok =
+            raw("listen = \"127.0.0.1:80\"\nadmin = \"0.0.0.0:9180\"\nadmin_token = \"s3cret\"")
+                .validate(Path::new("/"))
+                .unwrap();
+        assert!(ok.admin_token.unwrap().matches(b"s3cret"));
+    }
+
+    #[test]
+    fn admin_token_file_is_read_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("token"), "from-file\n").unwrap();
+        let server = raw(
+            "listen = \"127.0.0.1:80\"\nadmin = \"10.0.0.1:9180\"\nadmin_token_file = \"token\"",
+        )
+        .validate(dir.path())
+        .unwrap();
+        assert_eq!(server.admin_token.unwrap().expose(), "from-file");
+        let err = raw("listen = \"127.0.0.1:80\"\nadmin_token_file = \"missing\"")
+            .validate(dir.path())
+            .unwrap_err();
+        assert!(err.is_io());
+    }
+
+    #[test]
+    fn admin_token_never_shows_in_debug_and_compares_exactly() {
+        let token = AdminToken::new("s3cret");
+        assert!(!format!("{token:?}").contains("s3cret"));
+        assert!(token.matches(b"s3cret"));
+        assert!(!token.matches(b"s3cres"));
+        assert!(!token.matches(b"s3cret!"));
+        assert!(!token.matches(b""));
+    }
+
+    #[test]
+    fn suspended_page_must_be_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("503.html"), "<h1>later</h1>").unwrap();
+        let server = raw("listen = \"127.0.0.1:80\"\nsuspended_page = \"503.html\"")
+            .validate(dir.path())
+            .unwrap();
+        assert_eq!(server.suspended_page, Some(dir.path().join("503.html")));
+        assert!(raw("listen = \"127.0.0.1:80\"\nsuspended_page = \".\"")
+            .validate(dir.path())
+            .is_err());
+        assert!(
+            raw("listen = \"127.0.0.1:80\"\nsuspended_page = \"nope.html\"")
+                .validate(dir.path())
+                .is_err()
+        );
+    }
+}

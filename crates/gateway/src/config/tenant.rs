@@ -1,0 +1,543 @@
+//! One tenant's settings as written under `[tenants.NAME]`, and the rules they must meet.
+//!
+//! Kept free of file positions so the admin API and the CLI can validate a tenant they
+//! are about to write (with `toml_edit`) using exactly the rules a full load applies.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use fcgi_core::proto::params::encoded_pair_len;
+use fcgi_core::proto::record::MAX_CONTENT_LEN;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ConfigError, ConfigErrorKind, KeySegment};
+
+/// CGI variables the gateway derives from each request. A tenant param with one of these
+/// names would silently replace the request's own value (tenant params are sent last and
+/// PHP-FPM keeps the last value), so such names are rejected at load time.
+pub const RESERVED_PARAM_NAMES: &[&str] = &[
+    "REQUEST_METHOD",
+    "SCRIPT_FILENAME",
+    "SCRIPT_NAME",
+    "REQUEST_URI",
+    "DOCUMENT_URI",
+    "DOCUMENT_ROOT",
+    "QUERY_STRING",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "SERVER_PROTOCOL",
+    "GATEWAY_INTERFACE",
+    "SERVER_SOFTWARE",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "SERVER_ADDR",
+    "SERVER_PORT",
+    "SERVER_NAME",
+    "REQUEST_SCHEME",
+    "HTTPS",
+    "REDIRECT_STATUS",
+    "PATH_INFO",
+    "PATH_TRANSLATED",
+];
+
+/// One tenant's settings, as deserialized from `[tenants.NAME]`.
+///
+/// After [`Config::parse`](super::Config::parse) the hosts are normalised (lower-case, no
+/// trailing dot). `Debug` shows param names only: values hold database passwords.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Host names (`a.example.org`) and wildcards (`*.a.example.org`) served for this
+    /// tenant. Defaults to empty only so that validation, not serde, reports it, naming
+    /// the tenant.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// FastCGI params injected into every request for this tenant; they win over
+    /// `[defaults.params]`. Integers are accepted and sent in decimal, since `DBPORT = 5432`
+    /// is what operators write.
+    #[serde(default, deserialize_with = "deserialize_param_map")]
+    pub params: BTreeMap<String, String>,
+    /// A disabled tenant keeps its hosts (they answer with the suspended page) but sends
+    /// nothing to PHP-FPM.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Cap on how many PHP-FPM connections this tenant may hold at once, so one busy
+    /// tenant cannot take the whole shared pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            params: BTreeMap::new(),
+            enabled: true,
+            max_concurrency: None,
+        }
+    }
+}
+
+impl fmt::Debug for TenantConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantConfig")
+            .field("hosts", &self.hosts)
+            .field("params", &self.params.keys().collect::<Vec<_>>())
+            .field("enabled", &self.enabled)
+            .field("max_concurrency", &self.max_concurrency)
+            .finish()
+    }
+}
+
+/// A normalised entry of a tenant's `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// Matches exactly this host.
+    Exact(String),
+    /// `*.SUFFIX`: matches any host with at least one more label before `SUFFIX`, never
+    /// `SUFFIX` itself. Holds the suffix without the `*.`.
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Parses and normalises one `hosts` entry: lower-cases it, drops a trailing dot, and
+    /// checks it is a DNS name (labels of letters, digits, `-` and `_`) or `*.` plus one.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let (wildcard, name) = match raw.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, raw),
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.is_empty() {
+            return Err("empty host name");
+        }
+        if name.contains('*') {
+            return Err("'*' is only allowed as a whole first label: \"*.example.org\"");
+        }
+        if name.contains(':') {
+            return Err("a port is not allowed: hosts match any port");
+        }
+        if name.len() > 253 {
+            return Err("longer than 253 characters");
+        }
+        for label in name.split('.') {
+            if label.is_empty() {
+                return Err("empty label (two dots in a row, or a leading dot)");
+            }
+            if label.len() > 63 {
+                return Err("a label is longer than 63 characters");
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err("only letters, digits, '-', '_' and '.' are allowed");
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err("a label cannot start or end with '-'");
+            }
+        }
+        let name = name.to_ascii_lowercase();
+        Ok(if wildcard {
+            Self::Wildcard(name)
+        } else {
+            Self::Exact(name)
+        })
+    }
+
+    /// The normalised form as it would be written in the config (`*.` kept).
+    pub fn to_config_string(&self) -> String {
+        match self {
+            Self::Exact(host) => host.clone(),
+            Self::Wildcard(suffix) => format!("*.{suffix}"),
+        }
+    }
+}
+
+/// Whether `name` is a valid tenant name: `[a-z0-9][a-z0-9_-]{0,62}`. Tenant names end up
+/// in URLs of the admin API, metric labels and file names, hence the narrow alphabet.
+pub fn is_valid_tenant_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Words that mark a param as a secret (matched case-insensitively anywhere in the name:
+/// `DBPASS`, `DB_PASSWORD`, `AWS_SECRET_ACCESS_KEY`, `api_token`).
+const SECRET_WORDS: &[&str] = &["PASS", "SECRET", "KEY", "TOKEN"];
+
+/// Whether a param's value must never be shown (CLI, admin API, logs): its name contains
+/// PASS, SECRET, KEY or TOKEN, in any case. Errs on the side of hiding.
+pub fn is_secret_param(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_WORDS.iter().any(|word| upper.contains(word))
+}
+
+/// The value to display for a param: `***` for a [secret](is_secret_param) one.
+pub fn displayed_param_value<'a>(name: &str, value: &'a str) -> &'a str {
+    if is_secret_param(name) {
+        "***"
+    } else {
+        value
+    }
+}
+
+/// Checks one param (of a tenant or of `[defaults.params]`).
+///
+/// The error carries no value text: values are secrets.
+pub fn validate_param(name: &str, value: &str) -> Result<(), ConfigErrorKind> {
+    let mut bytes = name.bytes();
+    let well_formed = match bytes.next() {
+        Some(first) => {
+            (first.is_ascii_alphabetic() || first == b'_')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        }
+        None => false,
+    };
+    if !well_formed {
+        return Err(ConfigErrorKind::InvalidParamName(name.to_owned()));
+    }
+    if name.starts_with("HTTP_") || RESERVED_PARAM_NAMES.contains(&name) {
+        return Err(ConfigErrorKind::ReservedParamName(name.to_owned()));
+    }
+    if value.contains('\0') {
+        // PHP hands params to C code (getenv, ini parsing) that stops at NUL.
+        return Err(ConfigErrorKind::InvalidParamValue {
+            name: name.to_owned(),
+            reason: "value contains a NUL byte".to_owned(),
+        });
+    }
+    // PHP-FPM cannot take a pair that spans two PARAMS records; catching it here keeps a
+    // reload from producing a tenant whose every request fails.
+    let encoded_len = encoded_pair_len(name.len(), value.len());
+    if encoded_len > MAX_CONTENT_LEN {
+        return Err(ConfigErrorKind::InvalidParamValue {
+            name: name.to_owned(),
+            reason: format!(
+                "{encoded_len} bytes once encoded; a FastCGI param must fit in {MAX_CONTENT_LEN} bytes"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks one tenant on its own: its name, hosts, params and limits. Does not see other
+/// tenants, so duplicate hosts across tenants are checked by
+/// [`Config::parse`](super::Config::parse) and
+/// [`Registry::build`](crate::tenant::Registry::build).
+///
+/// Errors name the tenant; their position is filled in when validating a whole file.
+pub fn validate_tenant(name: &str, tenant: &TenantConfig) -> Result<(), ConfigError> {
+    validate_tenant_hosts(name, tenant).map(|_| ())
+}
+
+/// [`validate_tenant`], also returning the normalised host patterns so callers do not
+/// parse them twice.
+pub(crate) fn validate_tenant_hosts(
+    name: &str,
+    tenant: &TenantConfig,
+) -> Result<Vec<HostPattern>, ConfigError> {
+    let fail = |kind: ConfigErrorKind, path: Vec<KeySegment>| {
+        Err(ConfigError::new(kind).for_tenant(name).at(path))
+    };
+    if !is_valid_tenant_name(name) {
+        return fail(ConfigErrorKind::InvalidTenantName(name.to_owned()), vec![]);
+    }
+    if tenant.hosts.is_empty() {
+        return fail(
+            ConfigErrorKind::NoHosts(name.to_owned()),
+            vec![KeySegment::Key("hosts".into())],
+        );
+    }
+    let mut patterns = Vec::with_capacity(tenant.hosts.len());
+    for (index, host) in tenant.hosts.iter().enumerate() {
+        let at = vec![KeySegment::Key("hosts".into()), KeySegment::Index(index)];
+        let pattern = match HostPattern::parse(host) {
+            Ok(pattern) => pattern,
+            Err(reason) => {
+                let host = host.clone();
+                return fail(ConfigErrorKind::InvalidHost { host, reason }, at);
+            }
+        };
+        if patterns.contains(&pattern) {
+            return fail(
+                ConfigErrorKind::DuplicateHost {
+                    host: pattern.to_config_string(),
+                    first: name.to_owned(),
+                    second: name.to_owned(),
+                },
+                at,
+            );
+        }
+        patterns.push(pattern);
+    }
+    for (param, value) in &tenant.params {
+        if let Err(kind) = validate_param(param, value) {
+            return fail(
+                kind,
+                vec![
+                    KeySegment::Key("params".into()),
+                    KeySegment::Key(param.clone()),
+                ],
+            );
+        }
+    }
+    if tenant.max_concurrency == Some(0) {
+        return Err(ConfigError::invalid(
+            "max_concurrency",
+            "must be at least 1 (set enabled = false to stop a tenant)",
+        )
+        .for_tenant(name)
+        .at([KeySegment::Key("max_concurrency".into())]));
+    }
+    Ok(patterns)
+}
+
+/// Reads a param table whose values are strings or integers.
+fn deserialize_param_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct ParamValue(String);
+
+    impl<'de> Deserialize<'de> for ParamValue {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct ValueVisitor;
+
+            impl Visitor<'_> for ValueVisitor {
+                type Value = ParamValue;
+
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string or an integer")
+                }
+
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<ParamValue, E> {
+                    Ok(ParamValue(v.to_owned()))
+                }
+
+                fn visit_string<E: de::Error>(self, v: String) -> Result<ParamValue, E> {
+                    Ok(ParamValue(v))
+                }
+
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<ParamValue, E> {
+                    Ok(ParamValue(v.to_string()))
+                }
+
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<ParamValue, E> {
+                    Ok(ParamValue(v.to_string()))
+                }
+            }
+
+            deserializer.deserialize_any(ValueVisitor)
+        }
+    }
+
+    struct MapVisitor;
+
+    impl<'de> Visitor<'de> for MapVisitor {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table of params")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+            let mut map = BTreeMap::new();
+            while let Some((name, ParamValue(value))) = access.next_entry::<String, ParamValue>()? {
+                map.insert(name, value);
+            }
+            Ok(map)
+        }
+    }
+
+    deserializer.deserialize_map(MapVisitor)
+}
+
+/// The default param table, for `[defaults.params]`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    #[serde(default, deserialize_with = "deserialize_param_map")]
+    pub(crate) params: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(hosts: &[&str]) -> TenantConfig {
+        TenantConfig {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..TenantConfig::default()
+        }
+    }
+
+    #[test]
+    fn params_that_look_secret_are_masked() {
+        for secret in [
+            "DBPASS",
+            "db_password",
+            "AWS_SECRET_ACCESS_KEY",
+            "ApiKey",
+            "token",
+        ] {
+            assert!(is_secret_param(secret), "{secret}");
+            assert_eq!(displayed_param_value(secret, "hunter2"), "***");
+        }
+        for plain in ["DBHOST", "DBNAME", "DBUSER", "WWWROOT"] {
+            assert!(!is_secret_param(plain), "{plain}");
+            assert_eq!(displayed_param_value(plain, "x"), "x");
+        }
+    }
+
+    #[test]
+    fn tenant_names_follow_the_documented_alphabet() {
+        for good in ["a", "0", "centro1", "a-b_c", &"x".repeat(63)] {
+            assert!(is_valid_tenant_name(good), "{good}");
+        }
+        for bad in ["", "-a", "_a", "A", "a.b", "a b", "é", &"x".repeat(64)] {
+            assert!(!is_valid_tenant_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_patterns_are_normalised() {
+        assert_eq!(
+            HostPattern::parse("Centro1.Example.ORG."),
+            Ok(HostPattern::Exact("centro1.example.org".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("*.Example.org"),
+            Ok(HostPattern::Wildcard("example.org".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("localhost"),
+            Ok(HostPattern::Exact("localhost".into()))
+        );
+    }
+
+    #[test]
+    fn host_patterns_reject_ports_stars_and_bad_labels() {
+        for bad in [
+            "",
+            ".",
+            "*.",
+            "*",
+            "a.example:8080",
+            "a.*.example",
+            "*a.example",
+            "a..example",
+            ".a.example",
+            "-a.example",
+            "a-.example",
+            "a example",
+            "a/b",
+            "user@a.example",
+            "[::1]",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(HostPattern::parse(&format!("{}.example", "a".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn params_reject_bad_and_reserved_names() {
+        assert!(validate_param("DBPASS", "x").is_ok());
+        assert!(validate_param("_private", "x").is_ok());
+        assert!(validate_param("PHP_VALUE", "memory_limit=256M\nmax_execution_time=60").is_ok());
+        assert!(validate_param("PHP_ADMIN_VALUE", "x").is_ok());
+        for bad in ["", "1A", "A-B", "A B", "Ä"] {
+            assert!(
+                matches!(
+                    validate_param(bad, "x"),
+                    Err(ConfigErrorKind::InvalidParamName(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        for reserved in [
+            "HTTP_HOST",
+            "HTTP_X",
+            "HTTPS",
+            "SCRIPT_FILENAME",
+            "PATH_INFO",
+        ] {
+            assert!(
+                matches!(
+                    validate_param(reserved, "x"),
+                    Err(ConfigErrorKind::ReservedParamName(_))
+                ),
+                "{reserved}"
+            );
+        }
+    }
+
+    #[test]
+    fn param_value_errors_never_include_the_value() {
+        let err = validate_param("DBPASS", "hunter2\0").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+        let huge = "s".repeat(70_000);
+        let err = validate_param("DBPASS", &huge).unwrap_err();
+        assert!(err.to_string().contains("65535"));
+        assert!(!err.to_string().contains("sss"));
+    }
+
+    #[test]
+    fn validate_tenant_names_the_tenant() {
+        let err = validate_tenant("t1", &tenant(&[])).unwrap_err();
+        assert_eq!(err.tenant(), Some("t1"));
+        assert!(matches!(err.kind(), ConfigErrorKind::NoHosts(_)));
+
+        let err = validate_tenant("t1", &tenant(&["a.example", "bad host"])).unwrap_err();
+        assert_eq!(err.tenant(), Some("t1"));
+        assert!(err.to_string().contains("bad host"));
+
+        let err = validate_tenant("Bad", &tenant(&["a.example"])).unwrap_err();
+        assert!(matches!(err.kind(), ConfigErrorKind::InvalidTenantName(_)));
+    }
+
+    #[test]
+    fn validate_tenant_rejects_a_host_listed_twice() {
+        let err = validate_tenant("t1", &tenant(&["a.example", "A.example."])).unwrap_err();
+        assert!(err.is_duplicate_host());
+        assert_eq!(
+            err.to_string(),
+            "host \"a.example\" is listed twice in tenant \"t1\""
+        );
+    }
+
+    #[test]
+    fn validate_tenant_rejects_zero_concurrency() {
+        let mut t = tenant(&["a.example"]);
+        t.max_concurrency = Some(0);
+        assert!(validate_tenant("t1", &t).is_err());
+        t.max_concurrency = Some(1);
+        assert!(validate_tenant("t1", &t).is_ok());
+    }
+
+    #[test]
+    fn debug_shows_param_names_but_not_values() {
+        let mut t = tenant(&["a.example"]);
+        t.params.insert("DBPASS".into(), "hunter2".into());
+        let shown = format!("{t:?}");
+        assert!(shown.contains("DBPASS"));
+        assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn param_tables_accept_strings_and_integers_only() {
+        let t: TenantConfig =
+            toml::from_str("hosts = [\"a\"]\nparams = { DBPORT = 5432, DBNAME = \"m\" }").unwrap();
+        assert_eq!(t.params["DBPORT"], "5432");
+        assert!(t.enabled);
+        assert!(toml::from_str::<TenantConfig>("params = { A = true }").is_err());
+    }
+}

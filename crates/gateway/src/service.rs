@@ -1,0 +1,236 @@
+//! The gateway's request handling as a `tower::Service`: route by Host to a tenant, then
+//! serve a static file or forward to PHP-FPM with the tenant's params, and map the answer
+//! back to HTTP. The server in [`crate::server`] mounts it; embedders can too.
+//!
+//! Flow: host → tenant (404 unknown, 503 suspended) → path → static file | PHP script |
+//! redirect → CGI params (+ tenant params) → pool (fair queue per tenant) → FastCGI →
+//! response mapping → client.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+
+use crate::access::RequestRecord;
+use crate::body::GatewayBody;
+use crate::cgi::script::{self, Resolution};
+use crate::error::GatewayError;
+use crate::routing;
+use crate::snapshot::{SharedState, Snapshot};
+
+/// The client connection a request came in on. The server puts it in the request's
+/// extensions; an embedder that does not gets `0.0.0.0:0` for both ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The client's address (the peer of the TCP connection).
+    pub remote: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    /// Whether the connection was TLS (terminated in front of us or by an embedder).
+    pub tls: bool,
+}
+
+impl Default for ConnInfo {
+    fn default() -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        Self {
+            remote: unspecified,
+            local: unspecified,
+            tls: false,
+        }
+    }
+}
+
+/// The gateway as a `tower::Service<http::Request<B>>`. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GatewayService {
+    state: Arc<SharedState>,
+}
+
+impl GatewayService {
+    /// A service serving from `state`.
+    pub fn new(state: Arc<SharedState>) -> Self {
+        Self { state }
+    }
+
+    /// The shared state (current snapshot, telemetry).
+    pub fn state(&self) -> &Arc<SharedState> {
+        &self.state
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<B> tower::Service<Request<B>> for GatewayService
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + std::fmt::Display + Send,
+{
+    type Response = Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(handle(state, req).await) })
+    }
+}
+
+/// Serves one request; every failure becomes a response here.
+async fn handle<B>(state: Arc<SharedState>, req: Request<B>) -> Response<GatewayBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + std::fmt::Display + Send,
+{
+    let snapshot = state.load();
+    let mut record = Box::new(RequestRecord::new(
+        state.telemetry.clone(),
+        req.method(),
+        req.uri().path(),
+    ));
+    let response = match route(&snapshot, req, &mut record).await {
+        Ok(response) => response,
+        Err(err) => {
+            log_error(&err, record.tenant.as_deref());
+            err.into_response()
+        }
+    };
+    let mut response = response;
+    finish_headers(&mut response);
+    record.status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.with_record(record))
+}
+
+fn log_error(err: &GatewayError, tenant: Option<&str>) {
+    let tenant = tenant.unwrap_or("-");
+    match err.source() {
+        crate::error::ErrorSource::Client => {
+            tracing::debug!(
+                tenant,
+                status = err.status().as_u16(),
+                detail = err.detail(),
+                "request refused"
+            )
+        }
+        crate::error::ErrorSource::Upstream => {
+            tracing::warn!(
+                tenant,
+                status = err.status().as_u16(),
+                detail = err.detail(),
+                "upstream failed"
+            )
+        }
+        crate::error::ErrorSource::Internal => {
+            tracing::error!(
+                tenant,
+                status = err.status().as_u16(),
+                detail = err.detail(),
+                "internal error"
+            )
+        }
+    }
+}
+
+/// Headers every response gets: our `Server`, and no `X-Powered-By`.
+fn finish_headers(response: &mut Response<GatewayBody>) {
+    let headers = response.headers_mut();
+    headers.remove("x-powered-by");
+    headers.insert(header::SERVER, HeaderValue::from_static("fcgi-gateway"));
+}
+
+async fn route<B>(
+    snapshot: &Snapshot,
+    req: Request<B>,
+    record: &mut RequestRecord,
+) -> Result<Response<GatewayBody>, GatewayError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + std::fmt::Display + Send,
+{
+    let (parts, body) = req.into_parts();
+    let authority = routing::request_authority(&parts)
+        .ok_or_else(|| GatewayError::not_found("request names no host"))?;
+    let host = routing::normalize_host(authority)
+        .ok_or_else(|| GatewayError::bad_request("invalid host"))?;
+    let tenant = snapshot
+        .registry
+        .lookup(&host)
+        .ok_or_else(|| GatewayError::not_found("no tenant for this host"))?
+        .clone();
+    record.tenant = Some(tenant.name.clone());
+    if !tenant.enabled {
+        return Ok(suspended(snapshot));
+    }
+    let config = &snapshot.config;
+    let resolution = script::resolve(
+        &config.fastcgi.root,
+        &config.fastcgi.index,
+        parts.uri.path(),
+    )
+    .map_err(|err| match err {
+        script::ScriptError::BadRequest(why) => GatewayError::bad_request(why),
+        script::ScriptError::Io(err) => GatewayError::internal(format!("resolving path: {err}")),
+    })?;
+    match resolution {
+        Resolution::Static { file } => {
+            let req = Request::from_parts(parts, ());
+            crate::static_files::serve_file(&file, req).await
+        }
+        Resolution::RedirectToDir { location } => {
+            let location = match parts.uri.query() {
+                Some(query) => format!("{location}?{query}"),
+                None => location,
+            };
+            let mut response = Response::new(GatewayBody::empty());
+            *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            let value = HeaderValue::from_str(&location)
+                .map_err(|_| GatewayError::bad_request("unencodable redirect target"))?;
+            response.headers_mut().insert(header::LOCATION, value);
+            Ok(response)
+        }
+        Resolution::Forbidden => Err(GatewayError::forbidden("path is never served")),
+        Resolution::NotFound => Err(GatewayError::not_found(
+            "no such file and no front controller",
+        )),
+        Resolution::Php {
+            script_name,
+            script_path: _,
+            path_info,
+        } => {
+            let php = crate::fastcgi::PhpRequest {
+                snapshot,
+                tenant: &tenant,
+                script_name: &script_name,
+                path_info: path_info.as_deref(),
+            };
+            crate::fastcgi::forward(php, parts, body, record).await
+        }
+    }
+}
+
+/// The answer of a suspended tenant: 503, the configured page, `Retry-After`.
+fn suspended(snapshot: &Snapshot) -> Response<GatewayBody> {
+    let mut response = Response::new(GatewayBody::full(snapshot.suspended_page.clone()));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(snapshot.config.server.retry_after.as_secs().max(1)),
+    );
+    response
+}

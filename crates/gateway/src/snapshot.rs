@@ -1,0 +1,150 @@
+//! The immutable view of the configuration that requests are served from, and the atomic
+//! swap that replaces it on a reload.
+//!
+//! A request loads the current snapshot once and keeps it to its end, so a reload never
+//! changes a request half-way. The PHP-FPM pool is carried over to the new snapshot when
+//! the upstream and pool settings are unchanged, so a reload drops no kept connection.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::access::Telemetry;
+use crate::config::Config;
+use crate::error::error_page;
+use crate::tenant::registry::Registry;
+
+/// Everything a request needs, built whole from one validated config.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Host → tenant lookup.
+    pub registry: Registry,
+    /// The connection pool to PHP-FPM.
+    pub pool: fcgi_core::Pool,
+    /// The page suspended tenants answer with.
+    pub suspended_page: Bytes,
+}
+
+/// Why a snapshot could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The registry refused the config.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The suspended page could not be read.
+    #[error("reading suspended page {path}: {source}")]
+    SuspendedPage {
+        /// The configured path.
+        path: std::path::PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing `previous`'s pool when its settings are the same.
+    pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Self, SnapshotError> {
+        let registry = Registry::build(&config)?;
+        let pool_config = pool_config(&config);
+        let upstream = upstream_of(&config);
+        let pool = match previous {
+            Some(prev)
+                if prev.pool.upstream() == &upstream
+                    && same_pool_config(prev.pool.config(), &pool_config) =>
+            {
+                prev.pool.clone()
+            }
+            _ => fcgi_core::Pool::new(upstream, pool_config),
+        };
+        let suspended_page =
+            match &config.server.suspended_page {
+                Some(path) => Bytes::from(std::fs::read(path).map_err(|source| {
+                    SnapshotError::SuspendedPage {
+                        path: path.clone(),
+                        source,
+                    }
+                })?),
+                None => error_page(http::StatusCode::SERVICE_UNAVAILABLE),
+            };
+        Ok(Self {
+            config: Arc::new(config),
+            registry,
+            pool,
+            suspended_page,
+        })
+    }
+}
+
+/// The pool settings a config asks for.
+pub fn pool_config(config: &Config) -> fcgi_core::PoolConfig {
+    let fastcgi = &config.fastcgi;
+    fcgi_core::PoolConfig {
+        client: fcgi_core::ClientConfig {
+            connect_timeout: fastcgi.connect_timeout,
+            read_timeout: fastcgi.read_timeout,
+            max_head_len: fastcgi.max_head_bytes,
+            keep_conn: true,
+        },
+        max_connections: fastcgi.max_connections,
+        idle_timeout: fastcgi.idle_timeout,
+        queue_timeout: config.server.queue_timeout,
+        max_queue: config.server.max_queue,
+    }
+}
+
+fn same_pool_config(a: &fcgi_core::PoolConfig, b: &fcgi_core::PoolConfig) -> bool {
+    a.max_connections == b.max_connections
+        && a.idle_timeout == b.idle_timeout
+        && a.queue_timeout == b.queue_timeout
+        && a.max_queue == b.max_queue
+        && a.client.connect_timeout == b.client.connect_timeout
+        && a.client.read_timeout == b.client.read_timeout
+        && a.client.max_head_len == b.client.max_head_len
+        && a.client.keep_conn == b.client.keep_conn
+}
+
+/// The FastCGI client's address for the configured upstream.
+pub fn upstream_of(config: &Config) -> fcgi_core::Upstream {
+    use crate::config::fastcgi::Upstream;
+    match &config.fastcgi.upstream {
+        Upstream::Tcp { host, port } if host.contains(':') => {
+            fcgi_core::Upstream::Tcp(format!("[{host}]:{port}"))
+        }
+        Upstream::Tcp { host, port } => fcgi_core::Upstream::Tcp(format!("{host}:{port}")),
+        Upstream::Unix(path) => fcgi_core::Upstream::Unix(path.clone()),
+    }
+}
+
+/// The state shared by every request: the current snapshot and the telemetry sinks.
+#[derive(Debug)]
+pub struct SharedState {
+    current: ArcSwap<Snapshot>,
+    /// Access log, usage meter and metrics.
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl SharedState {
+    /// State serving `snapshot`.
+    pub fn new(snapshot: Snapshot, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(snapshot),
+            telemetry,
+        }
+    }
+
+    /// The snapshot to serve a request with.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Builds a snapshot from `config` and swaps it in; on error the old one stays.
+    pub fn apply(&self, config: Config) -> Result<Arc<Snapshot>, SnapshotError> {
+        let previous = self.current.load();
+        let next = Arc::new(Snapshot::build(config, Some(&previous))?);
+        self.current.store(next.clone());
+        Ok(next)
+    }
+}

@@ -1,0 +1,167 @@
+//! Tenants as the request path sees them: validated settings with their FastCGI params
+//! encoded once, so each request appends them with a single copy.
+//!
+//! A [`Registry`] is an immutable snapshot built from a [`Config`](crate::config::Config);
+//! a reload builds a new one whole and swaps it in, so a request never sees half an
+//! update.
+
+pub mod registry;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use fcgi_core::Params;
+
+use crate::config::tenant::validate_tenant_hosts;
+use crate::config::{ConfigError, HostPattern, TenantConfig};
+
+pub use registry::Registry;
+
+/// One tenant, ready to serve. `Debug` shows param names, never values.
+pub struct Tenant {
+    /// The tenant's name (the key of `[tenants.NAME]`); shared with metrics and logs.
+    pub name: Arc<str>,
+    /// Normalised hosts (`a.example`, `*.a.example`), as in the config.
+    pub hosts: Vec<String>,
+    /// `[defaults.params]` the tenant does not override, then the tenant's own params,
+    /// already encoded. Sent after every request-derived param, so they win in PHP-FPM
+    /// (which keeps the last value of a repeated name).
+    pub params: Params,
+    /// Every name in `params`, so request headers that would map onto one can be dropped.
+    pub param_names: HashSet<Box<[u8]>>,
+    /// Disabled tenants answer 503 with the suspended page and never reach PHP-FPM.
+    pub enabled: bool,
+    /// Optional cap on this tenant's share of the PHP-FPM pool.
+    pub max_concurrency: Option<usize>,
+    /// Whether any name in `params` starts with `HTTP_`. Validation forbids it, so this
+    /// is normally false and the per-request header filter skips hashing each header
+    /// name against `param_names`; it exists so that filter stays correct if the rule
+    /// is ever relaxed.
+    pub(crate) shadows_headers: bool,
+}
+
+impl Tenant {
+    /// Validates `config` (see [`validate_tenant`](crate::config::validate_tenant)) and
+    /// encodes its params after the `defaults` it does not override. The defaults
+    /// themselves are assumed valid (the registry checks them once for all tenants).
+    pub fn build(
+        name: &str,
+        config: &TenantConfig,
+        defaults: &BTreeMap<String, String>,
+    ) -> Result<Tenant, ConfigError> {
+        let hosts = validate_tenant_hosts(name, config)?
+            .iter()
+            .map(HostPattern::to_config_string)
+            .collect();
+
+        let inherited = defaults
+            .iter()
+            .filter(|(param, _)| !config.params.contains_key(*param));
+        let all = || inherited.clone().chain(&config.params);
+        let capacity = all()
+            .map(|(n, v)| fcgi_core::proto::params::encoded_pair_len(n.len(), v.len()))
+            .sum();
+        let mut params = Params::with_capacity(capacity);
+        let mut param_names: HashSet<Box<[u8]>> =
+            HashSet::with_capacity(defaults.len() + config.params.len());
+        for (param, value) in all() {
+            params.insert(param, value).map_err(|err| {
+                // Only reachable for defaults validated by someone else; tenant params
+                // were size-checked above.
+                ConfigError::new(crate::config::ConfigErrorKind::InvalidParamValue {
+                    name: param.clone(),
+                    reason: err.to_string(),
+                })
+                .for_tenant(name)
+            })?;
+            param_names.insert(param.as_bytes().into());
+        }
+        let shadows_headers = param_names.iter().any(|n| n.starts_with(b"HTTP_"));
+
+        Ok(Tenant {
+            name: name.into(),
+            hosts,
+            params,
+            param_names,
+            enabled: config.enabled,
+            max_concurrency: config.max_concurrency,
+            shadows_headers,
+        })
+    }
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            // `Params`' own Debug prints names only.
+            .field("params", &self.params)
+            .field("enabled", &self.enabled)
+            .field("max_concurrency", &self.max_concurrency)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(hosts: &[&str], params: &[(&str, &str)]) -> TenantConfig {
+        TenantConfig {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            params: params
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..TenantConfig::default()
+        }
+    }
+
+    #[test]
+    fn tenant_params_win_over_defaults_and_defaults_fill_the_rest() {
+        let defaults = [("APP_ENV", "production"), ("DBHOST", "shared-db")]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let tenant = Tenant::build(
+            "a",
+            &config(&["A.example"], &[("DBHOST", "own-db"), ("DBPASS", "pw")]),
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!(tenant.params.get("DBHOST"), Some(&b"own-db"[..]));
+        assert_eq!(tenant.params.get("APP_ENV"), Some(&b"production"[..]));
+        // An overridden default is not sent at all.
+        assert_eq!(tenant.params.len(), 3);
+        assert!(tenant.param_names.contains(&b"APP_ENV"[..]));
+        assert!(tenant.param_names.contains(&b"DBPASS"[..]));
+        assert!(!tenant.shadows_headers);
+        assert_eq!(tenant.hosts, ["a.example"]);
+    }
+
+    #[test]
+    fn invalid_tenants_are_rejected_with_their_name() {
+        let err = Tenant::build(
+            "a",
+            &config(&["a.example"], &[("HTTPS", "on")]),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(err.tenant(), Some("a"));
+    }
+
+    #[test]
+    fn debug_does_not_print_param_values() {
+        let tenant = Tenant::build(
+            "a",
+            &config(&["a.example"], &[("DBPASS", "hunter2")]),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let shown = format!("{tenant:?}");
+        assert!(shown.contains("DBPASS"));
+        assert!(!shown.contains("hunter2"));
+    }
+}

@@ -1,0 +1,289 @@
+//! Per-tenant usage counters for billing and metrics: requests, time in PHP-FPM, bytes,
+//! and responses by status class. Counted in memory on the request path; persisted
+//! elsewhere by draining the counts accumulated since the last flush.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One finished request, as the meter sees it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestUsage {
+    /// Status sent.
+    pub status: u16,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response body bytes.
+    pub bytes_out: u64,
+    /// Time in PHP-FPM (zero for static files and errors).
+    pub fpm_time: Duration,
+    /// Whole request time.
+    pub duration: Duration,
+}
+
+/// Counters for one tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TenantUsage {
+    /// Requests answered.
+    pub requests: u64,
+    /// Time spent in PHP-FPM, in microseconds.
+    pub fpm_time_us: u64,
+    /// Request body bytes received.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// Responses with a 1xx status.
+    pub status_1xx: u64,
+    /// Responses with a 2xx status.
+    pub status_2xx: u64,
+    /// Responses with a 3xx status.
+    pub status_3xx: u64,
+    /// Responses with a 4xx status.
+    pub status_4xx: u64,
+    /// Responses with a 5xx status.
+    pub status_5xx: u64,
+}
+
+impl TenantUsage {
+    /// Adds one request.
+    pub fn add_request(&mut self, usage: &RequestUsage) {
+        self.requests += 1;
+        self.fpm_time_us += usage.fpm_time.as_micros() as u64;
+        self.bytes_in += usage.bytes_in;
+        self.bytes_out += usage.bytes_out;
+        match usage.status / 100 {
+            1 => self.status_1xx += 1,
+            2 => self.status_2xx += 1,
+            3 => self.status_3xx += 1,
+            4 => self.status_4xx += 1,
+            _ => self.status_5xx += 1,
+        }
+    }
+
+    /// Adds another set of counters.
+    pub fn merge(&mut self, other: &TenantUsage) {
+        self.requests += other.requests;
+        self.fpm_time_us += other.fpm_time_us;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.status_1xx += other.status_1xx;
+        self.status_2xx += other.status_2xx;
+        self.status_3xx += other.status_3xx;
+        self.status_4xx += other.status_4xx;
+        self.status_5xx += other.status_5xx;
+    }
+}
+
+/// Upper bounds of the request latency buckets, in seconds: from a static-file hit (1ms)
+/// to the longest a PHP request should be allowed to run (30s). Fixed so every tenant's
+/// histogram has the same series and they can be summed across tenants.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A request latency histogram over [`LATENCY_BUCKETS`]. Guarded by the meter's mutex, so
+/// plain integers: the lock is taken per request anyway for the usage counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Observations per bucket, not cumulative; the last slot is above the last bound.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of all observations, in microseconds (integer, so no float drift).
+    sum_us: u64,
+}
+
+impl LatencyHistogram {
+    /// Records one request's duration.
+    pub fn observe(&mut self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let slot = LATENCY_BUCKETS.partition_point(|&bound| bound < seconds);
+        self.buckets[slot] += 1;
+        self.sum_us = self
+            .sum_us
+            .saturating_add(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Cumulative counts, one per bound of [`LATENCY_BUCKETS`] (observations at or below
+    /// it), as Prometheus `le` buckets want them; `+Inf` is [`count`](Self::count).
+    pub fn cumulative(&self) -> [u64; LATENCY_BUCKETS.len()] {
+        let mut out = [0; LATENCY_BUCKETS.len()];
+        let mut running = 0;
+        for (slot, count) in out.iter_mut().zip(self.buckets) {
+            running += count;
+            *slot = running;
+        }
+        out
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Sum of all observations.
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_us)
+    }
+}
+
+/// Everything counted for one tenant since the process started.
+#[derive(Debug, Clone, Copy, Default)]
+struct TenantTotals {
+    usage: TenantUsage,
+    latency: LatencyHistogram,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Since the process started (for `/metrics`).
+    totals: HashMap<Arc<str>, TenantTotals>,
+    /// Since the last flush to the database.
+    pending: HashMap<Arc<str>, TenantUsage>,
+}
+
+/// The in-memory meter every request reports to.
+#[derive(Debug, Default)]
+pub struct UsageMeter {
+    counts: Mutex<Counts>,
+}
+
+impl UsageMeter {
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one finished request for `tenant`.
+    pub fn record(&self, tenant: &Arc<str>, usage: &RequestUsage) {
+        let mut counts = self.lock();
+        // `get_mut` first: the common case must not clone the `Arc` (an atomic increment).
+        match counts.totals.get_mut(tenant) {
+            Some(total) => {
+                total.usage.add_request(usage);
+                total.latency.observe(usage.duration);
+            }
+            None => {
+                let mut total = TenantTotals::default();
+                total.usage.add_request(usage);
+                total.latency.observe(usage.duration);
+                counts.totals.insert(tenant.clone(), total);
+            }
+        }
+        match counts.pending.get_mut(tenant) {
+            Some(pending) => pending.add_request(usage),
+            None => {
+                let mut pending = TenantUsage::default();
+                pending.add_request(usage);
+                counts.pending.insert(tenant.clone(), pending);
+            }
+        }
+    }
+
+    /// Counters since the process started, per tenant.
+    pub fn totals(&self) -> HashMap<Arc<str>, TenantUsage> {
+        let counts = self.lock();
+        counts
+            .totals
+            .iter()
+            .map(|(tenant, total)| (tenant.clone(), total.usage))
+            .collect()
+    }
+
+    /// Counters and latency histogram since the process started, per tenant, taken under
+    /// one lock so a histogram's count matches its tenant's request count.
+    pub fn totals_with_latency(&self) -> HashMap<Arc<str>, (TenantUsage, LatencyHistogram)> {
+        let counts = self.lock();
+        counts
+            .totals
+            .iter()
+            .map(|(tenant, total)| (tenant.clone(), (total.usage, total.latency)))
+            .collect()
+    }
+
+    /// Takes the counts since the last call (for persisting them).
+    pub fn take_pending(&self) -> HashMap<Arc<str>, TenantUsage> {
+        std::mem::take(&mut self.lock().pending)
+    }
+
+    /// Puts counts back that could not be persisted, so the next flush retries them.
+    pub fn restore_pending(&self, counts: HashMap<Arc<str>, TenantUsage>) {
+        let mut guard = self.lock();
+        for (tenant, usage) in counts {
+            guard.pending.entry(tenant).or_default().merge(&usage);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_tenant_and_status_class() {
+        let meter = UsageMeter::default();
+        let a: Arc<str> = Arc::from("a");
+        for status in [200, 204, 404, 502] {
+            meter.record(
+                &a,
+                &RequestUsage {
+                    status,
+                    bytes_in: 1,
+                    bytes_out: 10,
+                    fpm_time: Duration::from_millis(2),
+                    duration: Duration::from_millis(3),
+                },
+            );
+        }
+        let totals = meter.totals();
+        let usage = totals[&a];
+        assert_eq!(usage.requests, 4);
+        assert_eq!(usage.status_2xx, 2);
+        assert_eq!(usage.status_4xx, 1);
+        assert_eq!(usage.status_5xx, 1);
+        assert_eq!(usage.fpm_time_us, 8000);
+        assert_eq!(usage.bytes_out, 40);
+        let pending = meter.take_pending();
+        assert_eq!(pending[&a].requests, 4);
+        assert!(meter.take_pending().is_empty());
+        meter.restore_pending(pending);
+        assert_eq!(meter.take_pending()[&a].requests, 4);
+        assert_eq!(meter.totals()[&a].requests, 4);
+    }
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_at_or_above_it() {
+        let mut histogram = LatencyHistogram::default();
+        for ms in [0, 1, 2, 30_000, 60_000] {
+            histogram.observe(Duration::from_millis(ms));
+        }
+        let cumulative = histogram.cumulative();
+        // 0ms and 1ms are in le=0.001 (bounds are inclusive); 2ms in le=0.0025.
+        assert_eq!(cumulative[0], 2);
+        assert_eq!(cumulative[1], 3);
+        // 30s is in the last bound; 60s only in +Inf.
+        assert_eq!(cumulative[LATENCY_BUCKETS.len() - 2], 3);
+        assert_eq!(cumulative[LATENCY_BUCKETS.len() - 1], 4);
+        assert_eq!(histogram.count(), 5);
+        assert_eq!(histogram.sum(), Duration::from_millis(90_003));
+    }
+
+    #[test]
+    fn the_meter_feeds_each_tenants_latency_histogram() {
+        let meter = UsageMeter::default();
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        let request = |ms| RequestUsage {
+            status: 200,
+            duration: Duration::from_millis(ms),
+            ..RequestUsage::default()
+        };
+        meter.record(&a, &request(3));
+        meter.record(&a, &request(700));
+        meter.record(&b, &request(1));
+        let totals = meter.totals_with_latency();
+        let (usage, latency) = totals[&a];
+        assert_eq!(latency.count(), usage.requests);
+        assert_eq!(latency.sum(), Duration::from_millis(703));
+        assert_eq!(totals[&b].1.count(), 1);
+    }
+}
