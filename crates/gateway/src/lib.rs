@@ -51,6 +51,75 @@ pub enum RunError {
     },
 }
 
+/// A gateway bound to its listen addresses, ready to serve.
+///
+/// Binding and serving are apart so a caller (a test, an embedder) can bind port 0 and
+/// learn the address before traffic starts.
+#[derive(Debug)]
+pub struct Gateway {
+    state: std::sync::Arc<snapshot::SharedState>,
+    listeners: Vec<tokio::net::TcpListener>,
+    limits: server::ServerLimits,
+}
+
+impl Gateway {
+    /// Builds the first snapshot from `config` and binds every listen address.
+    pub async fn bind(config: config::Config) -> Result<Self, RunError> {
+        let listen = config.server.listen.clone();
+        let limits = server::ServerLimits {
+            keepalive_timeout: config.server.keepalive_timeout,
+            max_headers: config.server.max_headers,
+            max_header_bytes: config.server.max_header_bytes,
+            ..server::ServerLimits::default()
+        };
+        let telemetry = std::sync::Arc::new(access::Telemetry {
+            access_log: true,
+            ..access::Telemetry::default()
+        });
+        let snapshot = snapshot::Snapshot::build(config, None)?;
+        let state = std::sync::Arc::new(snapshot::SharedState::new(snapshot, telemetry));
+        let mut listeners = Vec::new();
+        for addr in listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { addr, source })?;
+            listeners.push(listener);
+        }
+        Ok(Self {
+            state,
+            listeners,
+            limits,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The shared state: current snapshot and telemetry.
+    pub fn state(&self) -> &std::sync::Arc<snapshot::SharedState> {
+        &self.state
+    }
+
+    /// The request-handling service, for mounting elsewhere.
+    pub fn service(&self) -> service::GatewayService {
+        service::GatewayService::new(self.state.clone())
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        for addr in self.local_addrs() {
+            tracing::info!(%addr, "listening");
+        }
+        let service = service::GatewayService::new(self.state.clone());
+        server::serve(self.listeners, service, self.limits, shutdown).await;
+    }
+}
+
 /// Runs the gateway for the config at `path` until `shutdown` completes, then finishes
 /// in-flight requests.
 pub async fn run(
@@ -58,29 +127,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     let config = config::Config::load(path)?;
-    let listen = config.server.listen.clone();
-    let limits = server::ServerLimits {
-        keepalive_timeout: config.server.keepalive_timeout,
-        max_headers: config.server.max_headers,
-        max_header_bytes: config.server.max_header_bytes,
-        ..server::ServerLimits::default()
-    };
-    let telemetry = std::sync::Arc::new(access::Telemetry {
-        access_log: true,
-        ..access::Telemetry::default()
-    });
-    let snapshot = snapshot::Snapshot::build(config, None)?;
-    let state = std::sync::Arc::new(snapshot::SharedState::new(snapshot, telemetry));
-    let mut listeners = Vec::new();
-    for addr in listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| RunError::Bind { addr, source })?;
-        tracing::info!(%addr, "listening");
-        listeners.push(listener);
-    }
-    let service = service::GatewayService::new(state);
-    server::serve(listeners, service, limits, shutdown).await;
+    Gateway::bind(config).await?.serve(shutdown).await;
     Ok(())
 }
 

@@ -216,6 +216,21 @@ mod tests {
     }
 
     #[test]
+    fn a_search_from_zero_sees_an_empty_head() {
+        // A response decoder that got `\r` first searches `\r\n...` again from 0.
+        assert_eq!(
+            find_head_end_from(b"\r\nbody", 0),
+            Some(HeadEnd {
+                head_len: 0,
+                body_start: 2
+            })
+        );
+        assert_eq!(find_head_end_from(b"\nbody", 0), find_head_end(b"\nbody"));
+        // From anywhere else, only line ends count.
+        assert_eq!(find_head_end_from(b"\r\nbody", 1), None);
+    }
+
+    #[test]
     fn malformed_lines_and_statuses_are_errors() {
         assert!(matches!(
             parse_head(b"no colon here\n"),

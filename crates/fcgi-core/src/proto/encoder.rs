@@ -48,6 +48,15 @@ pub fn encode_abort_request<B: BufMut>(dst: &mut B, request_id: u16) {
 /// then the empty record that closes the stream.
 pub fn encode_params<B: BufMut>(dst: &mut B, request_id: u16, params: &Params) {
     let encoded = params.as_encoded();
+    if encoded.len() <= MAX_CONTENT_LEN {
+        // All pairs fit one record (nearly every request does: a few KB), so there is no
+        // boundary to find and no need to walk the pairs.
+        if !encoded.is_empty() {
+            put_record(dst, RecordType::Params, request_id, encoded);
+        }
+        put_record(dst, RecordType::Params, request_id, &[]);
+        return;
+    }
     let mut record_start = 0;
     let mut last_end = 0;
     for end in params.pair_ends() {
@@ -76,8 +85,9 @@ pub fn encode_params<B: BufMut>(dst: &mut B, request_id: u16, params: &Params) {
 /// Upper bound of the bytes [`encode_params`] writes, for reserving a buffer.
 pub fn params_encoded_len_bound(params: &Params) -> usize {
     let content = params.encoded_len();
-    // Each record adds a header and at most 7 bytes of padding; each record (but the
-    // last) is at least half full, since a pair never exceeds one record.
+    // Each record adds a header and at most 7 bytes of padding. Framing is greedy and a
+    // pair never exceeds one record, so two neighbouring records hold more than one
+    // record's worth: content over `MAX / 2` per record, plus one, plus the empty end.
     let records = content / (MAX_CONTENT_LEN / 2) + 2;
     content + records * (HEADER_LEN + 7)
 }

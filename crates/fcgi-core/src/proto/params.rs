@@ -232,8 +232,11 @@ impl Params {
         put_length(&mut self.encoded, name_len);
         put_length(&mut self.encoded, value.len());
         self.encoded.put_slice(prefix);
-        for &b in suffix {
-            self.encoded.put_u8(map(b));
+        // Copy, then map in place: one bounds check for the whole name, not one per byte.
+        let start = self.encoded.len();
+        self.encoded.put_slice(suffix);
+        for b in &mut self.encoded[start..] {
+            *b = map(*b);
         }
         self.encoded.put_slice(value);
         self.count += 1;

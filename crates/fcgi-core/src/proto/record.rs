@@ -410,6 +410,34 @@ mod tests {
         assert_eq!(UnknownTypeBody::decode(&buf), Some(body));
     }
 
+    proptest::proptest! {
+        /// Any header, valid or not, reads back as written.
+        #[test]
+        fn any_header_round_trips(
+            version: u8,
+            type_byte: u8,
+            request_id: u16,
+            content_length: u16,
+            padding_length: u8,
+        ) {
+            let header = Header {
+                version,
+                record_type: RecordType::from_u8(type_byte),
+                request_id,
+                content_length,
+                padding_length,
+            };
+            let mut buf = Vec::new();
+            header.encode(&mut buf);
+            proptest::prop_assert_eq!(buf.len(), HEADER_LEN);
+            proptest::prop_assert_eq!(Header::peek(&buf), Some(header));
+            proptest::prop_assert_eq!(
+                header.record_len(),
+                HEADER_LEN + content_length as usize + padding_length as usize
+            );
+        }
+    }
+
     #[test]
     fn roles_map_to_wire_values() {
         for value in [1u16, 2, 3, 9] {

@@ -270,6 +270,30 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_head_split_inside_its_crlf_is_found() {
+        let evs = events(response(&[b"\r", b"\nbody"], b""), 1024).unwrap();
+        assert!(matches!(&evs[0], Event::Head(h) if h.headers.is_empty()));
+        assert_eq!(body_of(&evs), b"body");
+    }
+
+    #[test]
+    fn a_head_of_exactly_the_limit_passes_however_it_is_split() {
+        let whole: &[u8] = b"X-A: 1\r\n\r\nbody";
+        let head_len = 8;
+        for cut in 1..whole.len() {
+            let split = response(&[&whole[..cut], &whole[cut..]], b"");
+            assert!(events(split.clone(), head_len).is_ok(), "cut at {cut}");
+            assert_eq!(
+                events(split, head_len - 1).unwrap_err(),
+                ProtocolError::HeadTooLarge {
+                    limit: head_len - 1
+                },
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn end_before_head_is_a_protocol_error() {
         let err = events(response(&[b"X-A: 1\r\n"], b""), 1024).unwrap_err();
         assert_eq!(err, ProtocolError::EndBeforeHeaders);
