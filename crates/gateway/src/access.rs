@@ -13,7 +13,7 @@ use crate::usage::{RequestUsage, UsageMeter};
 #[derive(Debug, Default)]
 pub struct Telemetry {
     /// Per-tenant usage counters (billing and `/metrics`).
-    pub usage: UsageMeter,
+    pub usage: Arc<UsageMeter>,
     /// Whether to write the access log.
     pub access_log: bool,
 }

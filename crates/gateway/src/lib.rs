@@ -22,6 +22,7 @@ pub mod error;
 pub mod fastcgi;
 pub mod logging;
 pub mod metrics;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod service;
@@ -58,6 +59,7 @@ pub enum RunError {
 #[derive(Debug)]
 pub struct Gateway {
     state: std::sync::Arc<snapshot::SharedState>,
+    reloader: std::sync::Arc<reload::Reloader>,
     listeners: Vec<tokio::net::TcpListener>,
     limits: server::ServerLimits,
 }
@@ -76,8 +78,10 @@ impl Gateway {
             access_log: true,
             ..access::Telemetry::default()
         });
+        let path = config.path.clone();
         let snapshot = snapshot::Snapshot::build(config, None)?;
         let state = std::sync::Arc::new(snapshot::SharedState::new(snapshot, telemetry));
+        let reloader = std::sync::Arc::new(reload::Reloader::new(path, state.clone()));
         let mut listeners = Vec::new();
         for addr in listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -87,6 +91,7 @@ impl Gateway {
         }
         Ok(Self {
             state,
+            reloader,
             listeners,
             limits,
         })
@@ -105,18 +110,58 @@ impl Gateway {
         &self.state
     }
 
+    /// The reloader: `reload()` re-reads the config file now.
+    pub fn reloader(&self) -> &std::sync::Arc<reload::Reloader> {
+        &self.reloader
+    }
+
     /// The request-handling service, for mounting elsewhere.
     pub fn service(&self) -> service::GatewayService {
         service::GatewayService::new(self.state.clone())
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    /// Serves until `shutdown` completes, then finishes in-flight requests. Meanwhile the
+    /// config file is watched for changes, usage is flushed to the database (when one is
+    /// configured), and the admin API listens (when configured).
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         for addr in self.local_addrs() {
             tracing::info!(%addr, "listening");
         }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut background = Vec::new();
+        if self.reloader.path().exists() {
+            let reloader = self.reloader.clone();
+            let stop = stop.clone();
+            background.push(tokio::spawn(async move {
+                reloader.watch(stop.cancelled_owned()).await;
+            }));
+        }
+        let snapshot = self.state.load();
+        if let Some(database) = &snapshot.config.usage.database {
+            match usage_store::UsageStore::open(database) {
+                Ok(store) => {
+                    let meter = self.state.telemetry.usage.clone();
+                    let interval = snapshot.config.usage.flush_interval;
+                    let stop = stop.clone();
+                    background.push(tokio::spawn(usage_store::run_flusher(
+                        meter,
+                        store,
+                        interval,
+                        stop.cancelled_owned(),
+                    )));
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "usage metering disabled: cannot open the database")
+                }
+            }
+        }
+        drop(snapshot);
         let service = service::GatewayService::new(self.state.clone());
         server::serve(self.listeners, service, self.limits, shutdown).await;
+        stop.cancel();
+        for task in background {
+            let _ = task.await;
+        }
     }
 }
 

@@ -140,6 +140,11 @@ impl SharedState {
         self.current.load_full()
     }
 
+    /// Puts `snapshot` in service; requests already running keep the one they loaded.
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+
     /// Builds a snapshot from `config` and swaps it in; on error the old one stays.
     pub fn apply(&self, config: Config) -> Result<Arc<Snapshot>, SnapshotError> {
         let previous = self.current.load();

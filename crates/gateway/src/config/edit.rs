@@ -59,7 +59,9 @@ pub enum EditError {
         /// The tenant asked for.
         tenant: String,
     },
-    /// The edit would produce a config the gateway rejects; nothing was written.
+    /// The edit would produce a config the gateway rejects; nothing was written. The
+    /// error names the tenant; its line and column are in the edited text, which for an
+    /// added tenant is past the end of the file on disk.
     #[error("edit rejected, file not changed: {0}")]
     Invalid(#[source] ConfigError),
     /// Someone else wrote the file between load and save; saving would undo their edit.

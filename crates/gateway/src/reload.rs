@@ -1,0 +1,236 @@
+//! Hot reload: the config file is re-read when it changes (editors and Kubernetes
+//! ConfigMaps replace it by rename or symlink swap, so the directory is watched, not the
+//! file), on SIGHUP, and on the admin API's `POST /reload`.
+//!
+//! A reload parses and validates the whole file and builds a complete snapshot before
+//! swapping it in; a file that fails keeps the old snapshot serving, and the error (file,
+//! line, reason) is logged, kept for the admin API, and counted in `/metrics`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::metrics::ReloadStats;
+use crate::snapshot::{SharedState, Snapshot, SnapshotError};
+
+/// Why a reload was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not parse or validate.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The config is valid but a snapshot could not be built from it.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new snapshot is serving.
+    Applied,
+    /// The file says what is already served; nothing was swapped.
+    Unchanged,
+}
+
+/// Re-reads the config file and swaps in new snapshots, one reload at a time.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    state: Arc<SharedState>,
+    /// Reload counters for `/metrics`.
+    pub stats: Arc<ReloadStats>,
+    /// The last rejection, shown by the admin API until a reload succeeds.
+    last_error: Mutex<Option<String>>,
+    /// Serializes reloads: the watcher, SIGHUP and the admin API may fire together.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader for the config at `path`, swapping snapshots into `state`.
+    pub fn new(path: impl Into<PathBuf>, state: Arc<SharedState>) -> Self {
+        Self {
+            path: path.into(),
+            state,
+            stats: Arc::new(ReloadStats::default()),
+            last_error: Mutex::new(None),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The config file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The shared state reloads are applied to.
+    pub fn state(&self) -> &Arc<SharedState> {
+        &self.state
+    }
+
+    /// The reason the last reload was rejected, if the last one was.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads, validates and applies the file. On error the old snapshot keeps serving.
+    pub async fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
+        let _guard = self.lock.lock().await;
+        let path = self.path.clone();
+        let state = self.state.clone();
+        // Parsing 10,000 tenants and reading files is blocking work.
+        let result = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
+            let config = Config::load(&path)?;
+            if *state.load().config == config {
+                return Ok(None);
+            }
+            let previous = state.load();
+            Ok(Some(Snapshot::build(config, Some(&*previous))?))
+        })
+        .await;
+        let result = match result {
+            Ok(result) => result,
+            Err(join) => {
+                tracing::error!(error = %join, "reload task failed");
+                return Err(ReloadError::Snapshot(SnapshotError::Config(
+                    crate::config::ConfigError::io(
+                        &self.path,
+                        std::io::Error::other(join.to_string()),
+                    ),
+                )));
+            }
+        };
+        match result {
+            Ok(None) => {
+                self.set_error(None);
+                Ok(ReloadOutcome::Unchanged)
+            }
+            Ok(Some(snapshot)) => {
+                let tenants = snapshot.registry.len();
+                self.state.swap(snapshot);
+                self.stats.record_success();
+                self.set_error(None);
+                tracing::info!(path = %self.path.display(), tenants, "config reloaded");
+                Ok(ReloadOutcome::Applied)
+            }
+            Err(err) => {
+                self.stats.record_failure();
+                self.set_error(Some(err.to_string()));
+                tracing::error!(error = %err, "config reload rejected; the previous config keeps serving");
+                Err(err)
+            }
+        }
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// Reloads on every change to the file (or to the symlink chain leading to it) and on
+    /// SIGHUP, until `stop` completes.
+    pub async fn watch(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let watcher = match self.start_watcher(tx) {
+            Ok(watcher) => Some(watcher),
+            Err(err) => {
+                tracing::warn!(error = %err, path = %self.path.display(), "cannot watch the config file; reload with SIGHUP or the admin API");
+                None
+            }
+        };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => Some(signal),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP");
+                None
+            }
+        };
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                Some(()) = rx.recv() => {
+                    // Editors write in several steps: let the burst settle, then reload once.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while rx.try_recv().is_ok() {}
+                }
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(signal) => signal.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => tracing::info!("SIGHUP: reloading config"),
+            }
+            // Errors are logged and recorded by `reload` itself.
+            let _ = self.reload().await;
+        }
+        drop(watcher);
+    }
+
+    /// Watches the directories of the config path and of its final target: a rename over
+    /// the file or a swap of a symlink in the chain shows up as an event there.
+    fn start_watcher(
+        &self,
+        tx: mpsc::UnboundedSender<()>,
+    ) -> notify::Result<notify::RecommendedWatcher> {
+        let names = relevant_names(&self.path);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                // The directory holds other files (logs, the usage database, editors' swap
+                // files): only events naming the config or a link on its way count.
+                let relevant = !event.kind.is_access()
+                    && event.paths.iter().any(|path| {
+                        path.file_name()
+                            .is_some_and(|name| names.iter().any(|n| n.as_os_str() == name))
+                    });
+                if relevant {
+                    let _ = tx.send(());
+                }
+            })?;
+        let mut dirs = Vec::new();
+        if let Some(dir) = self.path.parent() {
+            dirs.push(if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir.to_path_buf()
+            });
+        }
+        if let Ok(target) = std::fs::canonicalize(&self.path) {
+            if let Some(dir) = target.parent() {
+                dirs.push(dir.to_path_buf());
+            }
+        }
+        dirs.dedup();
+        for dir in dirs {
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        }
+        Ok(watcher)
+    }
+}
+
+/// File names whose change may change what `path` reads: its own name, and the first
+/// component of a symlink target (`..data` in a Kubernetes ConfigMap mount, where
+/// `tenants.toml -> ..data/tenants.toml` and `..data` is swapped atomically).
+fn relevant_names(path: &Path) -> Vec<PathBuf> {
+    let mut names = Vec::new();
+    if let Some(name) = path.file_name() {
+        names.push(PathBuf::from(name));
+    }
+    if let Ok(target) = std::fs::read_link(path) {
+        if let Some(first) = target.components().next() {
+            names.push(PathBuf::from(first.as_os_str()));
+        }
+        if let Some(name) = target.file_name() {
+            names.push(PathBuf::from(name));
+        }
+    }
+    names
+}
