@@ -88,10 +88,10 @@ impl Reloader {
         // Parsing 10,000 tenants and reading files is blocking work.
         let result = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
             let config = Config::load(&path)?;
-            if *state.load().config == config {
+            let previous = state.load();
+            if *previous.config == config && !suspended_page_changed(&previous) {
                 return Ok(None);
             }
-            let previous = state.load();
             Ok(Some(Snapshot::build(config, Some(&*previous))?))
         })
         .await;
@@ -195,24 +195,36 @@ impl Reloader {
                     let _ = tx.send(());
                 }
             })?;
-        let mut dirs = Vec::new();
-        if let Some(dir) = self.path.parent() {
-            dirs.push(if dir.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                dir.to_path_buf()
-            });
-        }
-        if let Ok(target) = std::fs::canonicalize(&self.path) {
-            if let Some(dir) = target.parent() {
-                dirs.push(dir.to_path_buf());
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        // The target's directory only matters for in-place writes through a symlink to
+        // another directory. It can vanish under us (a ConfigMap swap deletes the old
+        // `..vN` right after switching `..data`), and the config's own directory still
+        // sees every swap, so failing to watch it must not cost the whole watcher.
+        if let Some(target_dir) = std::fs::canonicalize(&self.path)
+            .ok()
+            .and_then(|target| target.parent().map(Path::to_path_buf))
+            .filter(|target_dir| *target_dir != dir)
+        {
+            if let Err(err) = watcher.watch(&target_dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(error = %err, dir = %target_dir.display(), "cannot watch the config's target directory; in-place writes there go unnoticed");
             }
         }
-        dirs.dedup();
-        for dir in dirs {
-            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-        }
         Ok(watcher)
+    }
+}
+
+/// Whether the suspended page on disk differs from the one `snapshot` serves. The page is
+/// named by the config, not part of it, so an edit to it alone leaves the config equal;
+/// without this check a SIGHUP or `POST /reload` after editing the page did nothing.
+/// A page that cannot be read counts as changed, so the rebuild reports why.
+fn suspended_page_changed(snapshot: &Snapshot) -> bool {
+    match &snapshot.config.server.suspended_page {
+        Some(path) => std::fs::read(path).map_or(true, |page| page != snapshot.suspended_page),
+        None => false,
     }
 }
 

@@ -24,11 +24,18 @@ pub struct ServerLimits {
     pub keepalive_timeout: Duration,
     /// Most header lines in a request.
     pub max_headers: usize,
-    /// Largest request head in bytes (HTTP/1 read buffer).
+    /// Largest header section in bytes (431 beyond). The HTTP/1 read buffer is this plus
+    /// [`REQUEST_LINE_ALLOWANCE`]; the service checks the headers themselves.
     pub max_header_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
 }
+
+/// Room in hyper's HTTP/1 read buffer for the request line, on top of the header limit.
+/// hyper answers a URI over 65534 bytes with 414, but only once the whole head is in its
+/// buffer; a buffer sized for the headers alone fills first and turns every long URI into
+/// a 431 instead.
+pub const REQUEST_LINE_ALLOWANCE: usize = 66 * 1024;
 
 impl Default for ServerLimits {
     fn default() -> Self {
@@ -55,7 +62,12 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.keepalive_timeout)
         .max_headers(limits.max_headers)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        .max_buf_size(
+            limits
+                .max_header_bytes
+                .max(8192)
+                .saturating_add(REQUEST_LINE_ALLOWANCE),
+        );
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -159,6 +159,18 @@ where
     B::Error: Into<BoxError> + std::fmt::Display + Send,
 {
     let (parts, body) = req.into_parts();
+    // hyper's buffer also holds the request line (see `server::REQUEST_LINE_ALLOWANCE`),
+    // so the header limit itself is enforced here.
+    let max_header_bytes = snapshot.config.server.max_header_bytes;
+    if header_section_len(&parts.headers) > max_header_bytes {
+        return Err(GatewayError::header_too_large(format!(
+            "request headers over the {max_header_bytes}-byte limit"
+        )));
+    }
+    // A proxy in front may have routed by the other Host line (RFC 9112 §3.2: 400).
+    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(GatewayError::bad_request("more than one Host header"));
+    }
     let authority = routing::request_authority(&parts)
         .ok_or_else(|| GatewayError::not_found("request names no host"))?;
     let host = routing::normalize_host(authority)
@@ -217,6 +229,14 @@ where
             crate::fastcgi::forward(php, parts, body, record).await
         }
     }
+}
+
+/// The size of the header section as sent over HTTP/1 (`name: value\r\n` per field).
+fn header_section_len(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 /// The answer of a suspended tenant: 503, the configured page, `Retry-After`.

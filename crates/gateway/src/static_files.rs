@@ -1,13 +1,18 @@
 //! Static files under the shared root, served by tower-http's `ServeFile`: content types,
 //! ETag/Last-Modified, 304, Range/206 and HEAD.
 //!
+//! tower-http answers `If-Modified-Since` and ranges but knows no entity tags, so the
+//! `ETag` (nginx's `"mtime-size"` in hex), `If-None-Match` and `If-Range` are handled
+//! here around it.
+//!
 //! Which paths may be served at all (never `.php` source, never dotfiles, never outside the
 //! root) is decided earlier, in [`crate::cgi::script`]; this module only serves a file
 //! already known to be safe.
 
 use std::path::Path;
+use std::time::UNIX_EPOCH;
 
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
@@ -17,11 +22,21 @@ use crate::error::GatewayError;
 /// Serves one regular file for `req` (method and conditional/range headers are honoured).
 pub async fn serve_file<B>(
     file: &Path,
-    req: Request<B>,
+    mut req: Request<B>,
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: Send + 'static,
 {
+    // A file that vanished meanwhile is left to ServeFile to answer (404).
+    let validators = tokio::fs::metadata(file)
+        .await
+        .ok()
+        .map(|m| Validators::of(&m));
+    if let Some(validators) = &validators {
+        if let Some(response) = validators.apply(&mut req) {
+            return Ok(response);
+        }
+    }
     let response = ServeFile::new(file)
         .oneshot(req)
         .await
@@ -32,7 +47,93 @@ where
         .headers
         .entry(header::X_CONTENT_TYPE_OPTIONS)
         .or_insert(HeaderValue::from_static("nosniff"));
+    if let Some(validators) = validators {
+        if matches!(
+            parts.status,
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+        ) {
+            parts.headers.insert(header::ETAG, validators.etag);
+        }
+    }
     Ok(Response::from_parts(parts, GatewayBody::static_file(body)))
+}
+
+/// A file's validators as the client sees them.
+struct Validators {
+    /// Strong entity tag: `"<mtime secs hex>-<size hex>"`, as nginx makes it.
+    etag: HeaderValue,
+    /// `Last-Modified` as tower-http formats it, for `If-Range` dates.
+    last_modified: Option<String>,
+}
+
+impl Validators {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        let modified = meta.modified().ok();
+        let secs = modified
+            .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let etag = format!("\"{secs:x}-{:x}\"", meta.len());
+        Self {
+            // Quotes, hex digits and a dash: always a valid value.
+            etag: HeaderValue::try_from(etag).unwrap_or(HeaderValue::from_static("\"0-0\"")),
+            last_modified: modified.map(httpdate::fmt_http_date),
+        }
+    }
+
+    /// Answers `If-None-Match` itself (304) and adjusts the request so ServeFile does the
+    /// rest right: `If-Modified-Since` is ignored when `If-None-Match` is present
+    /// (RFC 9110 §13.1.3), and a `Range` whose `If-Range` no longer matches is served
+    /// whole (§13.1.5).
+    fn apply<B>(&self, req: &mut Request<B>) -> Option<Response<GatewayBody>> {
+        let method = req.method().clone();
+        let headers = req.headers_mut();
+        if let Some(if_none_match) = headers.get(header::IF_NONE_MATCH) {
+            if (method == Method::GET || method == Method::HEAD)
+                && none_match_hits(if_none_match, &self.etag)
+            {
+                let mut response = Response::new(GatewayBody::empty());
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                let headers = response.headers_mut();
+                headers.insert(header::ETAG, self.etag.clone());
+                if let Some(date) = self.last_modified.as_deref() {
+                    if let Ok(date) = HeaderValue::from_str(date) {
+                        headers.insert(header::LAST_MODIFIED, date);
+                    }
+                }
+                return Some(response);
+            }
+            headers.remove(header::IF_MODIFIED_SINCE);
+        }
+        if headers.contains_key(header::RANGE) && !self.if_range_holds(headers) {
+            headers.remove(header::RANGE);
+        }
+        None
+    }
+
+    /// Whether a `Range` may be honoured: no `If-Range`, or one naming the current
+    /// entity tag (strong comparison) or the exact `Last-Modified` date.
+    fn if_range_holds(&self, headers: &HeaderMap) -> bool {
+        let Some(if_range) = headers.get(header::IF_RANGE) else {
+            return true;
+        };
+        let value = if_range.as_bytes().trim_ascii();
+        if value.starts_with(b"\"") {
+            return value == self.etag.as_bytes();
+        }
+        self.last_modified
+            .as_ref()
+            .is_some_and(|date| value == date.as_bytes())
+    }
+}
+
+/// `If-None-Match` against our tag: `*`, or any listed tag equal under weak comparison.
+fn none_match_hits(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let ours = etag.as_bytes();
+    if_none_match
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|tag| tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == ours)
 }
 
 #[cfg(test)]
@@ -60,5 +161,28 @@ mod tests {
         assert_eq!(response.status(), 206);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"body");
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly_and_if_range_strongly() {
+        let etag = HeaderValue::from_static("\"5f-d\"");
+        let hits = |v: &'static str| none_match_hits(&HeaderValue::from_static(v), &etag);
+        assert!(hits("\"5f-d\"") && hits("W/\"5f-d\"") && hits("\"x\", \"5f-d\"") && hits("*"));
+        assert!(!hits("\"5f-e\"") && !hits("5f-d"));
+
+        let validators = Validators {
+            etag: etag.clone(),
+            last_modified: Some("Tue, 01 Jan 2030 00:00:00 GMT".into()),
+        };
+        let holds = |v: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_RANGE, HeaderValue::from_static(v));
+            validators.if_range_holds(&headers)
+        };
+        assert!(holds("\"5f-d\"") && holds("Tue, 01 Jan 2030 00:00:00 GMT"));
+        assert!(
+            !holds("W/\"5f-d\"") && !holds("\"other\"") && !holds("Mon, 01 Jan 2029 00:00:00 GMT")
+        );
+        assert!(validators.if_range_holds(&HeaderMap::new()));
     }
 }

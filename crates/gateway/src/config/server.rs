@@ -42,7 +42,8 @@ pub struct ServerConfig {
     pub admin_token: Option<AdminToken>,
     /// Request body limit in bytes (413 beyond).
     pub max_body: u64,
-    /// Request head limit in bytes (431 beyond).
+    /// Limit on the request's header section in bytes (431 beyond); the request line has
+    /// its own limit (414).
     pub max_header_bytes: usize,
     /// Request header count limit (431 beyond).
     pub max_headers: usize,
@@ -184,7 +185,8 @@ impl RawServer {
                 )
                 .at(keys(&["server", "admin"])));
             }
-            if listen.contains(&addr) {
+            // Port 0 asks the OS for a free port, so it never collides (tests bind both).
+            if addr.port() != 0 && listen.contains(&addr) {
                 return Err(ConfigError::invalid(
                     "server.admin",
                     format!("{addr} is also in server.listen"),
@@ -405,6 +407,18 @@ mod tests {
                 .validate(Path::new("/"))
                 .unwrap();
         assert!(ok.admin_token.unwrap().matches(b"s3cret"));
+    }
+
+    #[test]
+    fn admin_must_not_share_a_listen_address_unless_both_ask_for_any_port() {
+        let err = raw("listen = \"127.0.0.1:80\"\nadmin = \"127.0.0.1:80\"")
+            .validate(Path::new("/"))
+            .unwrap_err();
+        assert!(err.to_string().contains("also in server.listen"), "{err}");
+        let ok = raw("listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"")
+            .validate(Path::new("/"))
+            .unwrap();
+        assert_eq!(ok.admin, Some("127.0.0.1:0".parse().unwrap()));
     }
 
     #[test]
