@@ -18,7 +18,8 @@ pin_project_lite::pin_project! {
     #[project = InnerProj]
     enum Inner {
         Full { data: Option<Bytes> },
-        FastCgi { #[pin] body: fcgi_core::ResponseBody },
+        // `None` once handed to `finish_in_background`.
+        FastCgi { body: Option<fcgi_core::ResponseBody> },
         Static { #[pin] body: ServeFileSystemResponseBody },
         Boxed { #[pin] body: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError> },
     }
@@ -29,6 +30,9 @@ pin_project_lite::pin_project! {
     pub struct GatewayBody {
         #[pin]
         inner: Inner,
+        // Bytes still due by the response's `Content-Length`. hyper stops polling a body
+        // of known length at its last byte and drops it, so that is where it ends.
+        remaining: Option<u64>,
         // Written to the access log and usage counters when dropped.
         record: Option<Box<RequestRecord>>,
     }
@@ -38,7 +42,7 @@ impl Inner {
     fn is_end_stream(&self) -> bool {
         match self {
             Inner::Full { data } => data.is_none(),
-            Inner::FastCgi { body } => body.is_end_stream(),
+            Inner::FastCgi { body } => body.as_ref().is_none_or(|b| b.is_end_stream()),
             Inner::Static { body } => body.is_end_stream(),
             Inner::Boxed { body } => body.is_end_stream(),
         }
@@ -61,6 +65,7 @@ impl GatewayBody {
     fn from_inner(inner: Inner) -> Self {
         Self {
             inner,
+            remaining: None,
             record: None,
         }
     }
@@ -80,7 +85,7 @@ impl GatewayBody {
 
     /// PHP-FPM's response stream.
     pub fn fastcgi(body: fcgi_core::ResponseBody) -> Self {
-        Self::from_inner(Inner::FastCgi { body })
+        Self::from_inner(Inner::FastCgi { body: Some(body) })
     }
 
     /// A static file (from tower-http).
@@ -100,8 +105,16 @@ impl GatewayBody {
         })
     }
 
-    /// Attaches the request's record, written out when this body is dropped.
-    pub(crate) fn with_record(mut self, record: Box<RequestRecord>) -> Self {
+    /// Attaches the request's record, written out when this body is dropped, and the
+    /// response's `Content-Length`, which tells when the body is complete.
+    pub(crate) fn with_record(
+        mut self,
+        mut record: Box<RequestRecord>,
+        content_length: Option<u64>,
+    ) -> Self {
+        self.remaining = content_length;
+        // hyper never polls a body that is over before it starts (HEAD, empty pages).
+        record.completed = self.is_end_stream();
         self.record = Some(record);
         self
     }
@@ -119,8 +132,11 @@ impl Body for GatewayBody {
         let polled: Poll<Option<Result<Frame<Bytes>, BoxError>>> =
             match this.inner.as_mut().project() {
                 InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-                InnerProj::FastCgi { mut body } => {
-                    let polled = body.as_mut().poll_frame(cx);
+                InnerProj::FastCgi { body } => {
+                    let Some(body) = body.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    let polled = Pin::new(&mut *body).poll_frame(cx);
                     if let Some(record) = this.record.as_mut() {
                         match &polled {
                             Poll::Ready(None) => record.fpm_time = body.fpm_time(),
@@ -133,24 +149,36 @@ impl Body for GatewayBody {
                 InnerProj::Static { body } => body.poll_frame(cx).map_err(Into::into),
                 InnerProj::Boxed { body } => body.poll_frame(cx),
             };
-        if let (Poll::Ready(Some(Ok(frame))), Some(record)) = (&polled, this.record.as_mut()) {
-            if let Some(data) = frame.data_ref() {
-                record.bytes_out += data.len() as u64;
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+            if let Some(left) = this.remaining.as_mut() {
+                *left = left.saturating_sub(len);
+            }
+            if let Some(record) = this.record.as_mut() {
+                record.bytes_out += len;
             }
         }
+        let all_sent = *this.remaining == Some(0);
         if let Some(record) = this.record.as_mut() {
-            // A body of known length is not polled past its last frame.
             let ended = matches!(polled, Poll::Ready(None))
-                || (matches!(polled, Poll::Ready(Some(Ok(_)))) && this.inner.is_end_stream());
+                || (matches!(polled, Poll::Ready(Some(Ok(_))))
+                    && (all_sent || this.inner.is_end_stream()));
             if ended {
                 record.completed = true;
+            }
+        }
+        if all_sent {
+            if let InnerProj::FastCgi { body } = this.inner.project() {
+                if let Some(body) = body.take_if(|b| !b.is_end_stream()) {
+                    finish_in_background(body, this.record.take());
+                }
             }
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.remaining == Some(0) || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -158,11 +186,41 @@ impl Body for GatewayBody {
             Inner::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Inner::FastCgi { body } => body.size_hint(),
+            Inner::FastCgi { body } => body
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), http_body::Body::size_hint),
             Inner::Static { body } => body.size_hint(),
             Inner::Boxed { body } => body.size_hint(),
         }
     }
+}
+
+/// Reads PHP-FPM's response on to its END_REQUEST after the client got every byte PHP
+/// declared in `Content-Length`, then writes the request's record.
+///
+/// hyper stops polling a body of known length at its last byte and drops it; the END_REQUEST
+/// that follows would go unread, so the connection could not go back to the pool, and the
+/// record would have no FPM time and say the response was cut. Bounded by the body's read
+/// timeout; stops at any output past the declared length (nginx drops the upstream
+/// connection then too), which closes the connection instead.
+fn finish_in_background(mut body: fcgi_core::ResponseBody, mut record: Option<Box<RequestRecord>>) {
+    // Without a runtime (never so in the gateway) dropping the body closes the connection.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        use http_body_util::BodyExt;
+        let end = body.frame().await;
+        if let Some(record) = record.as_mut() {
+            match end {
+                None => record.fpm_time = body.fpm_time(),
+                // Output past the declared length: never sent; dropping the body closes
+                // the connection.
+                Some(Ok(_)) => {}
+                Some(Err(err)) => record.upstream_error(&err),
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -109,7 +109,12 @@ where
     finish_headers(&mut response);
     record.status = response.status().as_u16();
     let (parts, body) = response.into_parts();
-    Response::from_parts(parts, body.with_record(record))
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    Response::from_parts(parts, body.with_record(record, content_length))
 }
 
 fn log_error(err: &GatewayError, tenant: Option<&str>) {

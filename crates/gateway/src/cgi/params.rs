@@ -11,6 +11,11 @@
 //! the tenant's params go last and always win. On top of that, any request header that
 //! would map onto a tenant param name is dropped, so the tenant value is the only one
 //! PHP sees regardless of how it reads them.
+//!
+//! `REMOTE_USER` is never sent, although nginx's `fastcgi_params` has it: the gateway
+//! authenticates no one, and nginx's value is the user name of an unchecked
+//! `Authorization: Basic` header, which an application could take for a login the web
+//! server verified. PHP still decodes `PHP_AUTH_USER` from `HTTP_AUTHORIZATION`.
 
 use std::fmt::Write as _;
 use std::iter::Peekable;
