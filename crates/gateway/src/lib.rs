@@ -12,8 +12,10 @@
 //! - [`error`]: every failure and its status code, in one place.
 //! - [`access`], [`usage`], [`usage_store`], [`metrics`]: the access log, per-tenant usage
 //!   metering for billing, and Prometheus metrics.
+//! - [`admin`]: the admin API on its own listener (tenants, reload, usage, metrics).
 
 pub mod access;
+pub mod admin;
 pub mod body;
 pub mod cgi;
 pub mod cli;
@@ -62,12 +64,15 @@ pub struct Gateway {
     reloader: std::sync::Arc<reload::Reloader>,
     listeners: Vec<tokio::net::TcpListener>,
     limits: server::ServerLimits,
+    /// The admin API listener, when `[server] admin` is set.
+    admin: Option<admin::AdminServer>,
 }
 
 impl Gateway {
     /// Builds the first snapshot from `config` and binds every listen address.
     pub async fn bind(config: config::Config) -> Result<Self, RunError> {
         let listen = config.server.listen.clone();
+        let admin_addr = config.server.admin;
         let limits = server::ServerLimits {
             keepalive_timeout: config.server.keepalive_timeout,
             max_headers: config.server.max_headers,
@@ -89,11 +94,20 @@ impl Gateway {
                 .map_err(|source| RunError::Bind { addr, source })?;
             listeners.push(listener);
         }
+        let admin = match admin_addr {
+            Some(addr) => Some(
+                admin::AdminServer::bind(addr, state.clone(), reloader.clone())
+                    .await
+                    .map_err(|source| RunError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             state,
             reloader,
             listeners,
             limits,
+            admin,
         })
     }
 
@@ -103,6 +117,13 @@ impl Gateway {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
+    }
+
+    /// The admin API's address actually bound (port 0 resolved); `None` when it is off.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|admin| admin.local_addr().ok())
     }
 
     /// The shared state: current snapshot and telemetry.
@@ -156,6 +177,17 @@ impl Gateway {
             }
         }
         drop(snapshot);
+        // The admin listener stops accepting together with the main ones.
+        let admin_stop = tokio_util::sync::CancellationToken::new();
+        if let Some(admin) = self.admin {
+            background.push(tokio::spawn(
+                admin.serve(admin_stop.clone().cancelled_owned()),
+            ));
+        }
+        let shutdown = async move {
+            shutdown.await;
+            admin_stop.cancel();
+        };
         let service = service::GatewayService::new(self.state.clone());
         server::serve(self.listeners, service, self.limits, shutdown).await;
         stop.cancel();

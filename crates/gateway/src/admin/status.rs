@@ -1,0 +1,123 @@
+//! The admin API's operational endpoints: `POST /reload`, `GET /usage`, `GET /metrics`
+//! and `GET /healthz`.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::json_response;
+use super::route::query_param;
+use crate::config::tenant::is_valid_tenant_name;
+use crate::metrics;
+use crate::reload::{ReloadOutcome, Reloader};
+use crate::snapshot::SharedState;
+use crate::usage_store::{UsageRow, UsageStore};
+
+/// `POST /reload`: re-reads the config file now. A file that fails keeps the old config
+/// serving and answers 422 with the reason (file:line: what).
+pub(super) async fn reload(reloader: &Reloader) -> Result<Response<Full<Bytes>>, ApiError> {
+    let outcome = match reloader.reload().await {
+        Ok(ReloadOutcome::Applied) => "applied",
+        Ok(ReloadOutcome::Unchanged) => "unchanged",
+        Err(err) => return Err(ApiError::ReloadRejected(err.to_string())),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "outcome": outcome }),
+    ))
+}
+
+/// The `GET /usage` answer.
+#[derive(Serialize)]
+struct UsageReport {
+    /// Counted in memory since this process started, flushed or not.
+    since_start: Vec<UsageRow>,
+    /// Everything flushed to the usage database, over all time and restarts (up to one
+    /// flush interval behind `since_start`); `None` when metering is off. Not to be added
+    /// to `since_start`: the two overlap.
+    database: Option<Vec<UsageRow>>,
+}
+
+/// `GET /usage[?tenant=NAME]`: per-tenant totals, from memory and from the database.
+pub(super) async fn usage(
+    state: &SharedState,
+    query: Option<&str>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let tenant =
+        query_param(query, "tenant").map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    if tenant.as_deref().is_some_and(|t| !is_valid_tenant_name(t)) {
+        return Err(ApiError::BadRequest(
+            "query parameter `tenant` is not a valid tenant name".to_owned(),
+        ));
+    }
+    let mut since_start: Vec<UsageRow> = state
+        .telemetry
+        .usage
+        .totals()
+        .into_iter()
+        .filter(|(name, _)| tenant.as_deref().is_none_or(|t| t == &**name))
+        .map(|(name, usage)| UsageRow {
+            tenant: name.to_string(),
+            hour: None,
+            usage,
+        })
+        .collect();
+    since_start.sort_unstable_by(|a, b| a.tenant.cmp(&b.tenant));
+
+    let database = match state.load().config.usage.database.clone() {
+        None => None,
+        // The flusher creates it on its first flush; until then there is nothing to report.
+        Some(path) if !path.exists() => Some(Vec::new()),
+        Some(path) => Some(
+            tokio::task::spawn_blocking(move || {
+                UsageStore::open_read_only(&path)?.report(tenant.as_deref(), None)
+            })
+            .await
+            .map_err(|err| ApiError::Internal(format!("the usage query did not finish: {err}")))?
+            .map_err(|err| ApiError::Internal(err.to_string()))?,
+        ),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &UsageReport {
+            since_start,
+            database,
+        },
+    ))
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub(super) fn metrics(state: &SharedState, reloader: &Reloader) -> Response<Full<Bytes>> {
+    let snapshot = state.load();
+    let tenants = snapshot.registry.tenants();
+    let enabled = tenants.iter().filter(|t| t.enabled).count();
+    let text = metrics::render(
+        &state.telemetry.usage,
+        snapshot.pool.stats(),
+        &reloader.stats,
+        enabled,
+        tenants.len() - enabled,
+    );
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    response
+}
+
+/// `GET /healthz`: up, how many tenants, and whether the last reload took.
+pub(super) fn health(state: &SharedState, reloader: &Reloader) -> Response<Full<Bytes>> {
+    let last_error = reloader.last_error();
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "status": "ok",
+            "tenants": state.load().registry.len(),
+            "last_reload_ok": last_error.is_none(),
+            "last_reload_error": last_error,
+        }),
+    )
+}
