@@ -9,7 +9,7 @@
 //!
 //! Run: `cargo bench -p fcgi-core --bench roundtrip`
 //! Knobs (environment): `ROUNDTRIP_REQUESTS` (20000 per row and round), `ROUNDTRIP_TASKS`
-//! (32), `ROUNDTRIP_ROUNDS` (3; the round with the median requests/s is reported),
+//! (32), `ROUNDTRIP_ROUNDS` (5; the round with the median requests/s is reported),
 //! `ROUNDTRIP_THREADS` (tokio workers; default one per core), `ROUNDTRIP_ONLY` (`pool`,
 //! `short` or `keepalive`: run one row alone, for profiling). Without `--bench` (as
 //! `cargo test --benches` runs it) it only does a short smoke run.
@@ -326,7 +326,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let requests = env_usize("ROUNDTRIP_REQUESTS", if full { 20_000 } else { 320 });
     let tasks = env_usize("ROUNDTRIP_TASKS", 32);
-    let rounds = env_usize("ROUNDTRIP_ROUNDS", if full { 3 } else { 1 }).max(1);
+    let rounds = env_usize("ROUNDTRIP_ROUNDS", if full { 5 } else { 1 }).max(1);
     let per_task = (requests / tasks).max(1);
 
     let fpm = Fpm::start(FpmConfig::new().listen(Listen::Tcp).workers(4)).expect("start PHP-FPM");
