@@ -1,9 +1,11 @@
-//! The `gateway` binary: command-line parsing only; everything else is in the library.
+//! The `gateway` binary: command-line parsing only; everything else is in the library
+//! ([`gateway::run`] for `serve`, [`gateway::cli`] for the other commands).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gateway::cli::{self, ReportFormat};
 
 /// A multi-tenant FastCGI gateway: one HTTP front server for many tenants of one PHP
 /// codebase, in front of a shared PHP-FPM pool.
@@ -27,33 +29,176 @@ enum LogFormat {
 enum Command {
     /// Runs the server.
     Serve {
-        /// The tenants.toml file.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
     },
     /// Validates a config and prints what it would serve.
     Check {
-        /// The tenants.toml file.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
     },
+    /// Lists, shows and edits tenants in the config file. Edits keep the file's
+    /// comments, refuse anything the gateway would reject, and replace the file
+    /// atomically, so a running gateway reloads the result.
+    Tenants {
+        #[command(subcommand)]
+        action: TenantsCommand,
+    },
+    /// Prints per-tenant usage from the metering database named in the config.
+    Usage {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only hours from this one on: YYYY-MM-DD (midnight UTC) or RFC 3339.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+}
+
+/// `--config` of every command. Not a global arg: clap cannot require a global one.
+#[derive(Debug, Args)]
+struct ConfigFile {
+    /// The tenants.toml file.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// Lists every tenant with its state and hosts.
+    List {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Shows one tenant's settings; secret param values are masked.
+    Show {
+        /// The tenant.
+        name: String,
+        #[command(flatten)]
+        file: ConfigFile,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Adds a tenant.
+    Add {
+        /// The new tenant's name: 1-63 characters from a-z, 0-9, '_' and '-'.
+        name: String,
+        #[command(flatten)]
+        file: ConfigFile,
+        /// A host it serves (`a.example.org`, or `*.a.example.org`); repeatable.
+        #[arg(long = "host", value_name = "HOST", required = true)]
+        hosts: Vec<String>,
+        /// A FastCGI param for its requests; repeatable.
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Add it suspended: its hosts answer 503 until `tenants resume`.
+        #[arg(long)]
+        disabled: bool,
+        /// Cap on its share of the PHP-FPM pool.
+        #[arg(long, value_name = "N")]
+        max_concurrency: Option<usize>,
+    },
+    /// Removes a tenant.
+    Remove {
+        /// The tenant.
+        name: String,
+        #[command(flatten)]
+        file: ConfigFile,
+    },
+    /// Suspends a tenant: its hosts answer 503 with the suspended page.
+    Suspend {
+        /// The tenant.
+        name: String,
+        #[command(flatten)]
+        file: ConfigFile,
+    },
+    /// Resumes a suspended tenant.
+    Resume {
+        /// The tenant.
+        name: String,
+        #[command(flatten)]
+        file: ConfigFile,
+    },
+}
+
+/// Output of `tenants list` and `tenants show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ListFormat {
+    /// Aligned columns, for people.
+    Table,
+    /// JSON, for scripts.
+    Json,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     gateway::logging::init(matches!(cli.log_format, LogFormat::Json));
     match cli.command {
-        Command::Serve { config } => serve(config),
-        Command::Check { config } => match gateway::cli::check(&config) {
-            Ok(report) => {
-                print!("{report}");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Serve { file } => serve(file.config),
+        Command::Check { file } => print(cli::check(&file.config)),
+        Command::Tenants { action } => print(tenants(action)),
+        Command::Usage {
+            file,
+            tenant,
+            since,
+            format,
+        } => print(cli::usage_report(
+            &file.config,
+            tenant.as_deref(),
+            since.as_deref(),
+            format,
+        )),
+    }
+}
+
+fn tenants(action: TenantsCommand) -> Result<String, cli::CliError> {
+    let json = |format| format == ListFormat::Json;
+    match action {
+        TenantsCommand::List { file, format } => cli::tenants_list(&file.config, json(format)),
+        TenantsCommand::Show { name, file, format } => {
+            cli::tenants_show(&file.config, &name, json(format))
+        }
+        TenantsCommand::Add {
+            name,
+            file,
+            hosts,
+            params,
+            disabled,
+            max_concurrency,
+        } => cli::tenants_add(
+            &file.config,
+            &name,
+            hosts,
+            cli::parse_param_args(&params)?,
+            !disabled,
+            max_concurrency,
+        ),
+        TenantsCommand::Remove { name, file } => cli::tenants_remove(&file.config, &name),
+        TenantsCommand::Suspend { name, file } => cli::tenants_suspend(&file.config, &name),
+        TenantsCommand::Resume { name, file } => cli::tenants_resume(&file.config, &name),
+    }
+}
+
+/// The one place a command's result becomes output and an exit status.
+fn print<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
+    match result {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
