@@ -153,13 +153,14 @@ impl Pool {
     /// A pool for `upstream`. Opens nothing until the first request. When created inside
     /// a tokio runtime, a background task closes connections idle past `idle_timeout`.
     pub fn new(upstream: Upstream, config: PoolConfig) -> Self {
+        let queue = FairQueue::new(config.max_connections);
         let shared = Arc::new(Shared {
             upstream,
             config,
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
-                queue: FairQueue::default(),
+                queue,
             }),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {

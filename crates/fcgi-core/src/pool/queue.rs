@@ -5,13 +5,25 @@
 //! request count: a tenant flooding a slow script cannot take every worker while another
 //! tenant waits, because each free worker goes to whoever holds fewer. A key may also be
 //! capped (`max_concurrency`), and then waits even when workers are free.
+//!
+//! Choosing the neediest waiter is not enough on its own: a tenant whose requests take
+//! microseconds often has no waiter at the instant a worker frees up, and a flooding
+//! tenant's 50 ms request then takes that worker. Over a few cycles the flood holds every
+//! worker. So while several keys are active (holding or waiting for a connection, or
+//! having done so within [`ACTIVE_GRACE`]), no key may hold more than its fair share,
+//! `capacity / active keys` rounded up. A worker may then stay free for a moment, which
+//! is the price of a latency bound for the quiet tenant.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// How long a key counts as active after its last connection went back.
+pub(crate) const ACTIVE_GRACE: Duration = Duration::from_millis(100);
 
 use crate::client::QueueKey;
 
 /// Per-key accounting.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KeyState<W> {
     /// Waiters in arrival order.
     waiters: VecDeque<(u64, W)>,
@@ -19,11 +31,38 @@ struct KeyState<W> {
     in_use: usize,
     /// The key's cap, as its latest waiter or lease gave it.
     cap: Option<usize>,
+    /// When the key last took, returned or asked for a connection.
+    last_active: Instant,
+}
+
+impl<W> KeyState<W> {
+    fn new(cap: Option<usize>, now: Instant) -> Self {
+        Self {
+            waiters: VecDeque::new(),
+            in_use: 0,
+            cap,
+            last_active: now,
+        }
+    }
+
+    fn is_active(&self, now: Instant) -> bool {
+        self.in_use > 0
+            || !self.waiters.is_empty()
+            || now.saturating_duration_since(self.last_active) < ACTIVE_GRACE
+    }
+
+    /// The most connections this key may hold: its own cap and the fair share.
+    fn limit(&self, share: usize) -> usize {
+        self.cap.map_or(share, |cap| cap.min(share))
+    }
 }
 
 /// Queues of waiters `W` per key, with fair selection.
 #[derive(Debug)]
 pub(crate) struct FairQueue<W> {
+    /// The pool's connection limit, which fair shares divide.
+    capacity: usize,
+    /// Keys that are active or were within the grace period.
     keys: HashMap<QueueKey, KeyState<W>>,
     /// Keys that have waiters, in round-robin order.
     ring: VecDeque<QueueKey>,
@@ -31,18 +70,28 @@ pub(crate) struct FairQueue<W> {
     next_id: u64,
 }
 
-impl<W> Default for FairQueue<W> {
-    fn default() -> Self {
+impl<W> FairQueue<W> {
+    /// An empty queue for a pool of `capacity` connections.
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
+            capacity: capacity.max(1),
             keys: HashMap::new(),
             ring: VecDeque::new(),
             waiting: 0,
             next_id: 0,
         }
     }
-}
 
-impl<W> FairQueue<W> {
+    /// The fair share of each active key, forgetting keys idle past the grace period.
+    /// `newcomer` counts as active too when it is not known yet.
+    fn share(&mut self, now: Instant, newcomer: Option<&str>) -> usize {
+        self.keys.retain(|_, state| state.is_active(now));
+        let mut active = self.keys.len();
+        if newcomer.is_some_and(|key| !self.keys.contains_key(key)) {
+            active += 1;
+        }
+        self.capacity.div_ceil(active.max(1))
+    }
     /// Number of waiters across all keys.
     pub(crate) fn waiting(&self) -> usize {
         self.waiting
@@ -53,32 +102,35 @@ impl<W> FairQueue<W> {
         self.keys.get(key).map_or(0, |k| k.in_use)
     }
 
-    /// Whether `key` may take a connection now without jumping its own queue or its cap.
-    pub(crate) fn may_take(&self, key: &str, cap: Option<usize>) -> bool {
+    /// Whether `key` may take a connection now without jumping its own queue, its cap or
+    /// its fair share.
+    pub(crate) fn may_take(&mut self, key: &str, cap: Option<usize>) -> bool {
+        let share = self.share(Instant::now(), Some(key));
+        let limit = cap.map_or(share, |cap| cap.min(share));
         match self.keys.get(key) {
-            None => cap.is_none_or(|c| c > 0),
-            Some(state) => state.waiters.is_empty() && cap.is_none_or(|c| state.in_use < c),
+            None => limit > 0,
+            Some(state) => state.waiters.is_empty() && state.in_use < limit,
         }
     }
 
     /// Records that `key` took a connection.
     pub(crate) fn acquired(&mut self, key: &QueueKey, cap: Option<usize>) {
-        let state = self.keys.entry(key.clone()).or_insert_with(|| KeyState {
-            waiters: VecDeque::new(),
-            in_use: 0,
-            cap,
-        });
+        let now = Instant::now();
+        let state = self
+            .keys
+            .entry(key.clone())
+            .or_insert_with(|| KeyState::new(cap, now));
         state.in_use += 1;
         state.cap = cap;
+        state.last_active = now;
     }
 
-    /// Records that `key` gave a connection back.
+    /// Records that `key` gave a connection back. The key stays known for the grace
+    /// period, so a tenant between two quick requests keeps its share.
     pub(crate) fn released(&mut self, key: &str) {
         if let Some(state) = self.keys.get_mut(key) {
             state.in_use = state.in_use.saturating_sub(1);
-            if state.in_use == 0 && state.waiters.is_empty() {
-                self.keys.remove(key);
-            }
+            state.last_active = Instant::now();
         }
     }
 
@@ -86,12 +138,13 @@ impl<W> FairQueue<W> {
     pub(crate) fn push(&mut self, key: &QueueKey, cap: Option<usize>, waiter: W) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        let state = self.keys.entry(key.clone()).or_insert_with(|| KeyState {
-            waiters: VecDeque::new(),
-            in_use: 0,
-            cap,
-        });
+        let now = Instant::now();
+        let state = self
+            .keys
+            .entry(key.clone())
+            .or_insert_with(|| KeyState::new(cap, now));
         state.cap = cap;
+        state.last_active = now;
         if state.waiters.is_empty() {
             self.ring.push_back(key.clone());
         }
@@ -108,23 +161,25 @@ impl<W> FairQueue<W> {
         self.waiting -= 1;
         if state.waiters.is_empty() {
             self.ring.retain(|k| &**k != key);
-            if state.in_use == 0 {
-                self.keys.remove(key);
-            }
         }
         Some(waiter)
     }
 
-    /// Picks the next waiter to get a connection: among keys under their cap, the one
-    /// holding the fewest connections, earliest in the ring on a tie. Counts the
-    /// connection as acquired by that key.
+    /// Picks the next waiter to get a connection: among keys under their cap and fair
+    /// share, the one holding the fewest connections, earliest in the ring on a tie.
+    /// Counts the connection as acquired by that key.
     pub(crate) fn pop_next(&mut self) -> Option<(QueueKey, W)> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let share = self.share(now, None);
         let mut best: Option<(usize, usize)> = None; // (ring index, in_use)
         for (index, key) in self.ring.iter().enumerate() {
             let Some(state) = self.keys.get(key) else {
                 continue;
             };
-            if state.cap.is_some_and(|c| state.in_use >= c) {
+            if state.in_use >= state.limit(share) {
                 continue;
             }
             if best.is_none_or(|(_, in_use)| state.in_use < in_use) {
@@ -137,6 +192,7 @@ impl<W> FairQueue<W> {
         let (_, waiter) = state.waiters.pop_front()?;
         self.waiting -= 1;
         state.in_use += 1;
+        state.last_active = now;
         if !state.waiters.is_empty() {
             self.ring.push_back(key.clone());
         }
@@ -154,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_free_connection_goes_to_the_key_holding_fewer() {
-        let mut queue = FairQueue::default();
+        let mut queue = FairQueue::new(16);
         let (a, b) = (key("a"), key("b"));
         for _ in 0..3 {
             queue.acquired(&a, None);
@@ -176,7 +232,7 @@ mod tests {
 
     #[test]
     fn ties_go_round_robin() {
-        let mut queue = FairQueue::default();
+        let mut queue = FairQueue::new(16);
         for name in ["a", "b", "c"] {
             for i in 0..3 {
                 queue.push(&key(name), None, format!("{name}{i}"));
@@ -193,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_capped_key_waits_even_when_first_in_line() {
-        let mut queue = FairQueue::default();
+        let mut queue = FairQueue::new(16);
         let (a, b) = (key("a"), key("b"));
         queue.acquired(&a, Some(1));
         queue.push(&a, Some(1), "a0");
@@ -206,21 +262,45 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_waiter_is_not_served_and_state_is_dropped() {
-        let mut queue = FairQueue::default();
+    fn a_removed_waiter_is_not_served_and_state_is_dropped_after_the_grace() {
+        let mut queue = FairQueue::new(16);
         let a = key("a");
         let id = queue.push(&a, None, "a0");
         assert_eq!(queue.waiting(), 1);
         assert_eq!(queue.remove("a", id), Some("a0"));
         assert_eq!(queue.waiting(), 0);
         assert!(queue.pop_next().is_none());
-        assert!(queue.keys.is_empty());
         assert!(queue.ring.is_empty());
+        std::thread::sleep(ACTIVE_GRACE + Duration::from_millis(20));
+        assert!(queue.may_take("b", None));
+        assert!(!queue.keys.contains_key("a"));
+    }
+
+    #[test]
+    fn a_flooding_key_is_held_to_its_fair_share_while_another_is_active() {
+        let mut queue = FairQueue::new(4);
+        let (a, b) = (key("a"), key("b"));
+        // b ran a quick request a moment ago and has nothing in flight now.
+        queue.acquired(&b, None);
+        queue.released("b");
+        queue.acquired(&a, None);
+        queue.acquired(&a, None);
+        // a holds its share (4 / 2): a third worker stays for b.
+        assert!(!queue.may_take("a", None));
+        queue.push(&a, None, "a-waits");
+        assert!(queue.pop_next().is_none());
+        assert!(queue.may_take("b", None));
+        // Once b has been quiet past the grace period, a may use the whole pool.
+        std::thread::sleep(ACTIVE_GRACE + Duration::from_millis(20));
+        assert_eq!(
+            queue.pop_next().map(|(k, w)| (k.to_string(), w)),
+            Some(("a".into(), "a-waits"))
+        );
     }
 
     #[test]
     fn newcomers_queue_behind_their_own_waiters() {
-        let mut queue = FairQueue::default();
+        let mut queue = FairQueue::new(16);
         let a = key("a");
         assert!(queue.may_take("a", None));
         queue.push(&a, None, ());
