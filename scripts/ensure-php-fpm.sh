@@ -6,7 +6,8 @@
 #   (always)      php-fpm and php-cli (packages php-fpm, php-cli)
 #   --with-nginx  nginx, the reference server some tests compare against
 #                 (package nginx-light, or nginx where nginx-light is gone)
-#   --with-bench  wrk, the HTTP load generator used by the benchmarks
+#   --with-bench  wrk, the HTTP load generator used by the benchmarks, and
+#                 caddy, a second reference server in the load benchmark
 #   --print-path  print the php-fpm binary path on stdout when done
 #
 # Idempotent: does nothing when everything is present, otherwise runs
@@ -87,11 +88,14 @@ fi
 if ((with_bench)) && ! command -v wrk >/dev/null 2>&1; then
     packages+=(wrk)
 fi
+if ((with_bench)) && ! command -v caddy >/dev/null 2>&1; then
+    packages+=(caddy)
+fi
 
 if ((${#packages[@]} == 0)); then
     found="php-fpm at $php_fpm"
     if ((with_nginx)); then found+=", nginx at $(find_nginx)"; fi
-    if ((with_bench)); then found+=", wrk at $(command -v wrk)"; fi
+    if ((with_bench)); then found+=", wrk at $(command -v wrk), caddy at $(command -v caddy)"; fi
     log "nothing to do: $found"
 else
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -127,6 +131,12 @@ else
         log "nginx still not found after installing ${packages[*]}"
         exit 1
     fi
+    for tool in wrk caddy; do
+        if ((with_bench)) && ! command -v "$tool" >/dev/null 2>&1; then
+            log "$tool still not found after installing ${packages[*]}"
+            exit 1
+        fi
+    done
     log "installed ${packages[*]}; php-fpm at $php_fpm"
 fi
 

@@ -18,7 +18,7 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Where a request path leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,20 +65,25 @@ pub enum ScriptError {
 /// Maps `raw_path` (the URI path, still percent-encoded) to what should answer it.
 ///
 /// `root` is the document root on this machine; `index` the directory index and front
-/// controller (`index.php`). The root is canonicalized on each call rather than once,
-/// so a deploy that swaps a `current -> releases/N` symlink is followed immediately.
+/// controller (`index.php`). The root is looked up afresh on each call, never cached, so
+/// a deploy that swaps a `current -> releases/N` symlink is followed immediately.
 pub fn resolve(root: &Path, index: &str, raw_path: &str) -> Result<Resolution, ScriptError> {
     let path = match RequestPath::parse(raw_path)? {
         Parsed::Path(path) => path,
         Parsed::Forbidden => return Ok(Resolution::Forbidden),
     };
-    let canonical_root = fs::canonicalize(root)?;
-    let resolver = Resolver {
-        root,
-        canonical_root: &canonical_root,
-        index,
-    };
-    resolver.resolve(&path)
+    let resolution = Resolver { root, index }.resolve(&path);
+    // A root that cannot be resolved is a server fault (500), whatever the path. A script,
+    // file or directory found under it proves it resolves; any other outcome checks it
+    // here, with one stat(2), which fails exactly when realpath(3) of the root would (the
+    // root is only canonicalized when a symlink below it has to be checked).
+    if !matches!(
+        resolution,
+        Ok(Resolution::Php { .. } | Resolution::Static { .. } | Resolution::RedirectToDir { .. })
+    ) {
+        fs::metadata(root)?;
+    }
+    resolution
 }
 
 /// A decoded, normalised request path: no empty, `.` or `..` segments.
@@ -190,7 +195,6 @@ enum Entry {
 
 struct Resolver<'a> {
     root: &'a Path,
-    canonical_root: &'a Path,
     index: &'a str,
 }
 
@@ -296,15 +300,42 @@ impl Resolver<'_> {
 
     /// Whether `path`, with every symlink followed, is still under the root.
     fn inside_root(&self, path: &Path) -> Result<bool, ScriptError> {
-        match fs::canonicalize(path) {
-            Ok(real) => Ok(real.starts_with(self.canonical_root)),
+        if self.no_symlink_below_root(path) {
+            return Ok(true);
+        }
+        let real = match fs::canonicalize(path) {
+            Ok(real) => real,
             Err(err) => {
                 // Vanished since the metadata call, or unreadable: refuse either way,
                 // unless the filesystem itself is failing.
                 classify(err)?;
-                Ok(false)
+                return Ok(false);
             }
+        };
+        Ok(real.starts_with(fs::canonicalize(self.root)?))
+    }
+
+    /// Whether `path` is the root followed by plain names none of which is a symlink.
+    /// Then realpath(path) is realpath(root) followed by the same names, so `path` is
+    /// inside the root: one lstat(2) per name below the root settles it, where
+    /// realpath(3) costs a readlink(2) for every component from `/` down, for the path
+    /// and again for the root. Any doubt (a symlink, an error, `..`) answers `false` and
+    /// leaves the decision to realpath.
+    fn no_symlink_below_root(&self, path: &Path) -> bool {
+        let Ok(below) = path.strip_prefix(self.root) else {
+            return false;
+        };
+        let mut names = 0;
+        for component in below.components() {
+            if !matches!(component, Component::Normal(_)) {
+                return false;
+            }
+            names += 1;
         }
+        // `path` itself, then each parent up to (not including) the root.
+        path.ancestors().take(names).all(|prefix| {
+            fs::symlink_metadata(prefix).is_ok_and(|meta| !meta.file_type().is_symlink())
+        })
     }
 }
 

@@ -1,0 +1,396 @@
+//! The servers under test, each started with its own identical PHP-FPM pool (static, 4
+//! workers, TCP loopback) so one server's idle kept connections cannot starve another:
+//! the gateway, nginx with and without upstream keep-alive, and Caddy.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fpm_harness::{fixtures_dir, free_port, Fpm, FpmConfig, Nginx};
+use tempfile::TempDir;
+
+/// PHP-FPM workers behind every server (`pm = static`).
+pub const FPM_WORKERS: u32 = 4;
+/// How long a server may take to accept connections (10,000 tenants take a moment).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which server, configured how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The gateway with its shipped defaults (access log on, to a file).
+    Gateway,
+    /// The gateway with `RUST_LOG=warn`: no access log.
+    GatewayQuiet,
+    /// The gateway with tenant A capped at `max_concurrency = 3`: one PHP-FPM worker
+    /// always left for the other tenants (fairness scenario only).
+    GatewayCapped,
+    /// nginx, one worker, `fastcgi_keep_conn on`, upstream `keepalive 4`.
+    NginxKeepalive,
+    /// nginx, one worker, a new FastCGI connection per request (its default).
+    NginxPlain,
+    /// Caddy's `php_fastcgi`.
+    Caddy,
+}
+
+impl Kind {
+    /// The row label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Gateway => "gateway",
+            Kind::GatewayQuiet => "gateway, access log off",
+            Kind::GatewayCapped => "gateway, A max_concurrency = 3",
+            Kind::NginxKeepalive => "nginx keepalive",
+            Kind::NginxPlain => "nginx no keepalive",
+            Kind::Caddy => "caddy",
+        }
+    }
+
+    /// A stable identifier for JSON and file names.
+    pub fn id(self) -> &'static str {
+        match self {
+            Kind::Gateway => "gateway",
+            Kind::GatewayQuiet => "gateway_quiet",
+            Kind::GatewayCapped => "gateway_capped",
+            Kind::NginxKeepalive => "nginx_keepalive",
+            Kind::NginxPlain => "nginx_plain",
+            Kind::Caddy => "caddy",
+        }
+    }
+}
+
+/// Tenants every gateway config has: the main load goes to `bench.test`, the fairness
+/// scenario floods `a.test` and measures `b.test`.
+pub const HOSTS: [(&str, &str); 3] = [("bench", "bench.test"), ("a", "a.test"), ("b", "b.test")];
+
+/// A running server and the PHP-FPM pool behind it. Dropping it stops both.
+pub struct Server {
+    /// Which server.
+    pub kind: Kind,
+    /// Where it listens on 127.0.0.1.
+    pub port: u16,
+    /// Its own PHP-FPM pool.
+    pub fpm: Fpm,
+    process: Process,
+    // Last: removed after the processes are gone.
+    dir: TempDir,
+}
+
+enum Process {
+    Child(Child),
+    Nginx(Nginx),
+}
+
+impl Server {
+    /// Starts a fresh PHP-FPM pool and `kind` in front of it, and checks that
+    /// `hello.php` answers through it.
+    pub fn start(kind: Kind, gateway_bin: &Path) -> Server {
+        let fpm = start_fpm();
+        let upstream = fpm.address().to_upstream_string();
+        let dir = tempfile::Builder::new()
+            .prefix("load-bench-")
+            .tempdir()
+            .expect("cannot create a temp dir");
+        let (port, process) = match kind {
+            Kind::Gateway | Kind::GatewayQuiet | Kind::GatewayCapped => {
+                let port = free_port();
+                let tenants = default_tenants(kind == Kind::GatewayCapped);
+                let config = gateway_config(port, &upstream, &tenants);
+                let quiet = kind == Kind::GatewayQuiet;
+                (port, spawn_gateway(gateway_bin, dir.path(), &config, quiet))
+            }
+            Kind::NginxKeepalive | Kind::NginxPlain => {
+                let nginx = Nginx::start(&nginx_config(&upstream, kind == Kind::NginxKeepalive))
+                    .expect("cannot start nginx");
+                (nginx.port(), Process::Nginx(nginx))
+            }
+            Kind::Caddy => {
+                let port = free_port();
+                (port, spawn_caddy(dir.path(), port, &upstream))
+            }
+        };
+        let mut server = Server {
+            kind,
+            port,
+            fpm,
+            process,
+            dir,
+        };
+        server.wait_ready();
+        server.check_hello("bench.test");
+        server
+    }
+
+    /// Starts the gateway with a config of `tenants` (name, host, params block) in front
+    /// of a fresh PHP-FPM pool.
+    pub fn start_gateway_with(gateway_bin: &Path, tenants: &str) -> Server {
+        let fpm = start_fpm();
+        let upstream = fpm.address().to_upstream_string();
+        let dir = tempfile::Builder::new()
+            .prefix("load-bench-")
+            .tempdir()
+            .expect("cannot create a temp dir");
+        let port = free_port();
+        let config = gateway_config(port, &upstream, tenants);
+        let process = spawn_gateway(gateway_bin, dir.path(), &config, false);
+        let mut server = Server {
+            kind: Kind::Gateway,
+            port,
+            fpm,
+            process,
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// The pid whose process tree is the server (nginx: the master).
+    pub fn pid(&self) -> u32 {
+        match &self.process {
+            Process::Child(child) => child.id(),
+            Process::Nginx(nginx) => nginx.master_pid().expect("nginx is running"),
+        }
+    }
+
+    /// The pid of the PHP-FPM master behind it.
+    pub fn fpm_pid(&self) -> u32 {
+        self.fpm.master_pid().expect("php-fpm is running")
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Panics unless `GET /hello.php` with `host` answers 200 and the fixture's body.
+    pub fn check_hello(&self, host: &str) {
+        let (status, body) = http_get(self.port, host, "/hello.php")
+            .unwrap_or_else(|err| panic!("{}: GET /hello.php failed: {err}", self.kind.label()));
+        assert!(
+            status == 200 && body.contains("Hello, World!"),
+            "{}: GET /hello.php answered {status}: {body}\n{}",
+            self.kind.label(),
+            self.log_tail()
+        );
+    }
+
+    fn wait_ready(&mut self) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Process::Child(child) = &mut self.process {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{} exited at start ({status}):\n{}",
+                        self.kind.label(),
+                        self.log_tail()
+                    );
+                }
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} does not listen on {addr} after {READY_TIMEOUT:?}:\n{}",
+                self.kind.label(),
+                self.log_tail()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last lines of the server's own log, for error messages.
+    fn log_tail(&self) -> String {
+        let path = match &self.process {
+            Process::Child(_) => log_path(self.dir.path()),
+            Process::Nginx(nginx) => nginx.dir().join("error.log"),
+        };
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Process::Child(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // nginx and php-fpm kill their process groups when dropped.
+    }
+}
+
+fn start_fpm() -> Fpm {
+    Fpm::start(FpmConfig::new().workers(FPM_WORKERS)).expect("cannot start php-fpm")
+}
+
+/// A `[tenants.NAME]` table like the demo's: six params of realistic size.
+pub fn tenant_table(out: &mut String, name: &str, host: &str) {
+    let _ = writeln!(
+        out,
+        "[tenants.{name}]\n\
+         hosts = [\"{host}\"]\n\
+         params = {{ DBHOST = \"10.200.16.27\", DBNAME = \"moodle_{name}\", DBUSER = \"moodle\", \
+         DBPASS = \"secret-{name}\", WWWROOT = \"https://{host}\", DATAROOT = \"/moodledata/{name}\" }}\n"
+    );
+}
+
+/// The [`HOSTS`] tenants; with `cap_a`, tenant `a` may hold at most 3 of the 4
+/// PHP-FPM connections.
+fn default_tenants(cap_a: bool) -> String {
+    let mut out = String::new();
+    for (name, host) in HOSTS {
+        tenant_table(&mut out, name, host);
+        if cap_a && name == "a" {
+            // Still inside `[tenants.a]`: the next table header comes after it.
+            out.insert_str(out.trim_end().len(), "\nmax_concurrency = 3");
+        }
+    }
+    out
+}
+
+/// The gateway's `tenants.toml`: shipped defaults except the pool size, which matches
+/// PHP-FPM's workers.
+fn gateway_config(port: u16, upstream: &str, tenants: &str) -> String {
+    format!(
+        "[server]\n\
+         listen = \"127.0.0.1:{port}\"\n\n\
+         [fastcgi]\n\
+         upstream = \"{upstream}\"\n\
+         root = \"{root}\"\n\
+         max_connections = {FPM_WORKERS}\n\n\
+         {tenants}",
+        root = fixtures_dir().display(),
+    )
+}
+
+fn spawn_gateway(bin: &Path, dir: &Path, config: &str, quiet: bool) -> Process {
+    let config_path = dir.join("tenants.toml");
+    fs::write(&config_path, config).expect("cannot write the gateway config");
+    let mut command = Command::new(bin);
+    command.arg("serve").arg("--config").arg(&config_path);
+    if quiet {
+        command.env("RUST_LOG", "warn");
+    } else {
+        command.env_remove("RUST_LOG");
+    }
+    Process::Child(spawn_logged(command, dir))
+}
+
+fn spawn_caddy(dir: &Path, port: u16, upstream: &str) -> Process {
+    let caddyfile = dir.join("Caddyfile");
+    let config = format!(
+        "{{\n\
+         \tadmin off\n\
+         \tauto_https off\n\
+         }}\n\
+         :{port} {{\n\
+         \tbind 127.0.0.1\n\
+         \troot * {root}\n\
+         \tphp_fastcgi {upstream}\n\
+         }}\n",
+        root = fixtures_dir().display(),
+    );
+    fs::write(&caddyfile, config).expect("cannot write the Caddyfile");
+    let mut command = Command::new("caddy");
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&caddyfile)
+        .arg("--adapter")
+        .arg("caddyfile")
+        // Caddy keeps state under $HOME / XDG dirs: keep it in the temp dir.
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_CONFIG_HOME", dir.join("config"));
+    Process::Child(spawn_logged(command, dir))
+}
+
+/// Where a spawned server's stdout and stderr go. Not next to the config: the gateway
+/// watches its config's directory, and a log written there would wake the watcher on
+/// every access-log line (a real cost, but one of placement, not of serving).
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("log").join("server.log")
+}
+
+/// Spawns `command` in its own process group with stdout and stderr to [`log_path`].
+fn spawn_logged(mut command: Command, dir: &Path) -> Child {
+    let log_path = log_path(dir);
+    fs::create_dir_all(dir.join("log")).expect("cannot create the log directory");
+    let log = File::create(&log_path).expect("cannot create the server log");
+    let log2 = log.try_clone().expect("cannot duplicate the log handle");
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"))
+}
+
+/// nginx as the issue describes it: one worker (the harness's), access log off (the
+/// harness's), and with `keepalive` FastCGI connections kept to PHP-FPM.
+fn nginx_config(upstream: &str, keepalive: bool) -> String {
+    let (upstream_block, pass, keep) = if keepalive {
+        (
+            format!("upstream php_fpm {{\n    server {upstream};\n    keepalive 4;\n}}\n"),
+            "php_fpm".to_owned(),
+            "fastcgi_keep_conn on;",
+        )
+    } else {
+        (String::new(), upstream.to_owned(), "")
+    };
+    format!(
+        "{upstream_block}\
+         server {{\n\
+         \x20   listen 127.0.0.1:{{{{PORT}}}} default_server;\n\
+         \x20   server_name _;\n\
+         \x20   root {{{{FIXTURES}}}};\n\
+         \x20   location ~ \\.php$ {{\n\
+         \x20       include {{{{FASTCGI_PARAMS}}}};\n\
+         \x20       fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
+         \x20       fastcgi_pass {pass};\n\
+         \x20       {keep}\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+/// A one-shot HTTP/1.1 GET (`Connection: close`): status and body (chunk sizes and all;
+/// callers only look for a substring).
+pub fn http_get(port: u16, host: &str, path: &str) -> Result<(u16, String), String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|err| format!("connect: {err}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|err| err.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|err| format!("write: {err}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|err| format!("read: {err}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
+}
