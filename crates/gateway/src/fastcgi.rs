@@ -49,6 +49,7 @@ pub async fn forward<B>(
     parts: Parts,
     body: B,
     record: &mut RequestRecord,
+    conn: Option<ConnInfo>,
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -71,10 +72,8 @@ where
         }
     };
     record.bytes_in = length.unwrap_or(0);
-    let conn = parts
-        .extensions
-        .get::<ConnInfo>()
-        .copied()
+    let conn = conn
+        .or_else(|| parts.extensions.get::<ConnInfo>().copied())
         .unwrap_or_default();
     // The router already checked both; they are recomputed here because they borrow `parts`.
     let authority = crate::routing::request_authority(&parts)
@@ -100,8 +99,15 @@ where
     let mut params = Params::with_capacity(crate::cgi::params::params_capacity(&ctx));
     crate::cgi::params::build_params(&ctx, &mut params).map_err(params_error)?;
     let tenant_name = php.tenant.name.clone();
+    // Decided here from what is known, rather than by fcgi-core scanning the params.
+    let replayable = length.unwrap_or(0) == 0
+        && matches!(
+            parts.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+        );
     let request = fcgi_core::Request::new(params)
         .with_body(body)
+        .replayable(replayable)
         .queue(php.tenant.name.clone(), php.tenant.max_concurrency)
         .stderr(StderrSink::new(move |line| {
             tracing::warn!(target: "php", tenant = %tenant_name, "{}", String::from_utf8_lossy(line));

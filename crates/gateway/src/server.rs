@@ -13,7 +13,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::service::{ConnInfo, GatewayService};
 
@@ -139,9 +138,9 @@ async fn accept_loop(
             tls: false,
         };
         let svc = service.clone();
-        let hyper_service = service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(info);
-            svc.clone().oneshot(req)
+        let hyper_service = service_fn(move |req: hyper::Request<Incoming>| {
+            let response = svc.serve_request(req, info);
+            async move { Ok::<_, std::convert::Infallible>(response.await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)

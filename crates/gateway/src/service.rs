@@ -82,12 +82,34 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(handle(state, req).await) })
+        Box::pin(async move { Ok(handle(state, req, None).await) })
     }
 }
 
-/// Serves one request; every failure becomes a response here.
-async fn handle<B>(state: Arc<SharedState>, req: Request<B>) -> Response<GatewayBody>
+impl GatewayService {
+    /// Serves one request from a connection whose ends the caller knows. The server uses
+    /// this instead of `tower::Service::call`: no boxed future, and no extension map to
+    /// allocate for the connection info.
+    pub fn serve_request<B>(
+        &self,
+        req: Request<B>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<GatewayBody>> + Send + 'static
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError> + std::fmt::Display + Send,
+    {
+        handle(self.state.clone(), req, Some(conn))
+    }
+}
+
+/// Serves one request; every failure becomes a response here. `conn` falls back to the
+/// request's [`ConnInfo`] extension.
+async fn handle<B>(
+    state: Arc<SharedState>,
+    req: Request<B>,
+    conn: Option<ConnInfo>,
+) -> Response<GatewayBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError> + std::fmt::Display + Send,
@@ -98,7 +120,7 @@ where
         req.method(),
         req.uri().path(),
     ));
-    let response = match route(&snapshot, req, &mut record).await {
+    let response = match route(&snapshot, req, &mut record, conn).await {
         Ok(response) => response,
         Err(err) => {
             log_error(&err, record.tenant.as_deref());
@@ -158,6 +180,7 @@ async fn route<B>(
     snapshot: &Snapshot,
     req: Request<B>,
     record: &mut RequestRecord,
+    conn: Option<ConnInfo>,
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -231,7 +254,7 @@ where
                 script_name: &script_name,
                 path_info: path_info.as_deref(),
             };
-            crate::fastcgi::forward(php, parts, body, record).await
+            crate::fastcgi::forward(php, parts, body, record, conn).await
         }
     }
 }
