@@ -509,23 +509,15 @@ impl Fpm {
         let deadline = Instant::now() + timeout;
         let wanted = self.config.workers as usize;
         loop {
-            let exited = match self.leader.as_mut() {
-                Some(leader) => leader.try_wait()?,
-                None => {
-                    return Err(HarnessError::NotRunning {
-                        binary: self.binary.clone(),
-                    })
-                }
-            };
-            if let Some(status) = exited {
-                self.leader = None;
-                return Err(HarnessError::ExitedEarly {
-                    binary: self.binary.clone(),
-                    status: status.to_string(),
-                    address: self.address.to_upstream_string(),
-                    log_tail: self.log_tail(),
+            let address = self.address.to_upstream_string();
+            // Taken out for the call, so the log can be read through `self` meanwhile.
+            let mut leader = self.leader.take();
+            let running =
+                crate::process::ensure_running(&mut leader, &self.binary, &address, || {
+                    self.log_tail()
                 });
-            }
+            self.leader = leader;
+            running?;
             let workers = self.worker_pids()?;
             if workers.len() >= wanted
                 && workers_ok(&workers)

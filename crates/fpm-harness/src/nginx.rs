@@ -163,23 +163,15 @@ impl Nginx {
         let addr = FpmAddress::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)));
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let exited = match self.leader.as_mut() {
-                Some(leader) => leader.try_wait()?,
-                None => {
-                    return Err(HarnessError::NotRunning {
-                        binary: self.binary.clone(),
-                    })
-                }
-            };
-            if let Some(status) = exited {
-                self.leader = None;
-                return Err(HarnessError::ExitedEarly {
-                    binary: self.binary.clone(),
-                    status: status.to_string(),
-                    address: addr.to_upstream_string(),
-                    log_tail: self.log_tail(),
+            let address = addr.to_upstream_string();
+            // Taken out for the call, so the log can be read through `self` meanwhile.
+            let mut leader = self.leader.take();
+            let running =
+                crate::process::ensure_running(&mut leader, &self.binary, &address, || {
+                    self.log_tail()
                 });
-            }
+            self.leader = leader;
+            running?;
             if addr.connect(Duration::from_millis(10)).is_ok() {
                 return Ok(());
             }

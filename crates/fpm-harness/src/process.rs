@@ -12,6 +12,35 @@ use crate::error::{HarnessError, Result};
 /// How long to wait for a killed process group to disappear.
 const GROUP_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Fails when the server led by `leader` is gone: `NotRunning` if it was never started or
+/// already reaped, `ExitedEarly` (with the tail of its log) if it exited since. Clears
+/// `leader` in the second case, so the process is not reaped twice.
+pub(crate) fn ensure_running(
+    leader: &mut Option<GroupLeader>,
+    binary: &Path,
+    address: &str,
+    log_tail: impl FnOnce() -> String,
+) -> Result<()> {
+    let exited = match leader.as_mut() {
+        Some(leader) => leader.try_wait()?,
+        None => {
+            return Err(HarnessError::NotRunning {
+                binary: binary.to_path_buf(),
+            })
+        }
+    };
+    if let Some(status) = exited {
+        *leader = None;
+        return Err(HarnessError::ExitedEarly {
+            binary: binary.to_path_buf(),
+            status: status.to_string(),
+            address: address.to_owned(),
+            log_tail: log_tail(),
+        });
+    }
+    Ok(())
+}
+
 /// A spawned child that leads its own process group (pgid == pid).
 #[derive(Debug)]
 pub(crate) struct GroupLeader {
