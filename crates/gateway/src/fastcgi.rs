@@ -28,6 +28,10 @@ pub struct PhpRequest<'a> {
     pub snapshot: &'a Snapshot,
     /// The tenant that owns the host.
     pub tenant: &'a Arc<Tenant>,
+    /// The authority as the client sent it (becomes `HTTP_HOST`).
+    pub authority: &'a str,
+    /// The normalised host that chose the tenant (becomes `SERVER_NAME`).
+    pub server_name: &'a str,
     /// The script's URL path.
     pub script_name: &'a str,
     /// The path after the script, if any.
@@ -46,7 +50,7 @@ const HOP_BY_HOP: [HeaderName; 5] = [
 /// Sends the request to PHP-FPM and returns the response once PHP's headers are in.
 pub async fn forward<B>(
     php: PhpRequest<'_>,
-    parts: Parts,
+    parts: &Parts,
     body: B,
     record: &mut RequestRecord,
     conn: Option<ConnInfo>,
@@ -75,16 +79,11 @@ where
     let conn = conn
         .or_else(|| parts.extensions.get::<ConnInfo>().copied())
         .unwrap_or_default();
-    // The router already checked both; they are recomputed here because they borrow `parts`.
-    let authority = crate::routing::request_authority(&parts)
-        .ok_or_else(|| GatewayError::not_found("request names no host"))?;
-    let server_name = crate::routing::normalize_host(authority)
-        .ok_or_else(|| GatewayError::bad_request("invalid host"))?;
     let ctx = crate::cgi::params::CgiContext {
         tenant: php.tenant,
-        parts: &parts,
-        authority,
-        server_name: &server_name,
+        parts,
+        authority: php.authority,
+        server_name: php.server_name,
         script: crate::cgi::params::ScriptVars {
             script_name: php.script_name,
             path_info: php.path_info,

@@ -251,10 +251,12 @@ where
             let php = crate::fastcgi::PhpRequest {
                 snapshot,
                 tenant: &tenant,
+                authority,
+                server_name: &host,
                 script_name: &script_name,
                 path_info: path_info.as_deref(),
             };
-            crate::fastcgi::forward(php, parts, body, record, conn).await
+            crate::fastcgi::forward(php, &parts, body, record, conn).await
         }
     }
 }
