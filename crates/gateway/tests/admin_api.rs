@@ -5,7 +5,7 @@
 //! Each test starts its own PHP-FPM and gateway. Everything they log is captured, and
 //! checked for secrets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -901,10 +901,14 @@ async fn metrics_are_prometheus_text() {
         reply.header("content-type"),
         Some(gateway::metrics::CONTENT_TYPE)
     );
-    let (samples, types) = prometheus::parse(&reply.text());
-    assert_eq!(types["gateway_requests_total"], "counter");
-    assert_eq!(types["gateway_request_duration_seconds"], "histogram");
-    let value = |name: &str, labels: &[(&str, &str)]| prometheus::find(&samples, name, labels);
+    let text = reply.text();
+    let metrics = prometheus::parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+    assert_eq!(metrics.types["gateway_requests_total"], "counter");
+    assert_eq!(
+        metrics.types["gateway_request_duration_seconds"],
+        "histogram"
+    );
+    let value = |name: &str, labels: &[(&str, &str)]| metrics.value(name, labels);
     assert_eq!(
         value(
             "gateway_requests_total",
@@ -1129,133 +1133,4 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
     }
 }
 
-/// A strict parser for the Prometheus text format as `gateway::metrics::render` writes
-/// it (copied from that module's tests, which are private to it).
-mod prometheus {
-    use super::{BTreeMap, HashMap};
-
-    /// One sample line.
-    pub struct Sample {
-        pub name: String,
-        pub labels: BTreeMap<String, String>,
-        pub value: f64,
-    }
-
-    fn is_metric_name(name: &str) -> bool {
-        let mut chars = name.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    }
-
-    /// Samples, and the TYPE of each family; panics on anything malformed.
-    pub fn parse(text: &str) -> (Vec<Sample>, HashMap<String, String>) {
-        let mut samples = Vec::new();
-        let mut types = HashMap::new();
-        assert!(text.ends_with('\n'), "exposition must end with a newline");
-        for line in text.lines() {
-            if let Some(comment) = line.strip_prefix("# ") {
-                let mut parts = comment.splitn(3, ' ');
-                let (keyword, name, rest) = (
-                    parts.next().unwrap(),
-                    parts.next().unwrap(),
-                    parts.next().unwrap(),
-                );
-                assert!(is_metric_name(name), "{line}");
-                match keyword {
-                    "HELP" => assert!(!rest.is_empty()),
-                    "TYPE" => {
-                        assert!(["counter", "gauge", "histogram"].contains(&rest), "{line}");
-                        assert!(
-                            types.insert(name.to_owned(), rest.to_owned()).is_none(),
-                            "TYPE twice for {name}"
-                        );
-                    }
-                    other => panic!("unexpected comment {other:?}"),
-                }
-                continue;
-            }
-            let name_end = line.find(['{', ' ']).unwrap();
-            let name = &line[..name_end];
-            assert!(is_metric_name(name), "bad metric name in {line:?}");
-            let (labels, rest) = match line[name_end..].strip_prefix('{') {
-                Some(inner) => parse_labels(inner, line),
-                None => (BTreeMap::new(), &line[name_end..]),
-            };
-            let value = rest
-                .strip_prefix(' ')
-                .unwrap_or_else(|| panic!("no space before value in {line:?}"));
-            let value: f64 = match value {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v
-                    .parse()
-                    .unwrap_or_else(|_| panic!("value {v:?} in {line:?}")),
-            };
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|suffix| {
-                    name.strip_suffix(suffix)
-                        .filter(|base| types.get(*base).map(String::as_str) == Some("histogram"))
-                })
-                .unwrap_or(name);
-            assert!(types.contains_key(family), "no TYPE before {line}");
-            samples.push(Sample {
-                name: name.to_owned(),
-                labels,
-                value,
-            });
-        }
-        (samples, types)
-    }
-
-    fn parse_labels<'a>(text: &'a str, line: &str) -> (BTreeMap<String, String>, &'a str) {
-        let mut labels = BTreeMap::new();
-        let mut rest = text;
-        loop {
-            let eq = rest.find('=').unwrap();
-            let label = &rest[..eq];
-            assert!(is_metric_name(label) && !label.contains(':'), "{line}");
-            assert_eq!(&rest[eq + 1..eq + 2], "\"", "{line}");
-            let mut value = String::new();
-            let mut chars = rest[eq + 2..].char_indices();
-            let closing_quote = loop {
-                match chars.next().unwrap() {
-                    (i, '"') => break eq + 2 + i,
-                    (_, '\\') => match chars.next().unwrap().1 {
-                        '\\' => value.push('\\'),
-                        '"' => value.push('"'),
-                        'n' => value.push('\n'),
-                        other => panic!("bad escape \\{other} in {line}"),
-                    },
-                    (_, c) => value.push(c),
-                }
-            };
-            assert!(labels.insert(label.to_owned(), value).is_none(), "{line}");
-            let after = &rest[closing_quote + 1..];
-            if let Some(more) = after.strip_prefix(',') {
-                rest = more;
-            } else if let Some(end) = after.strip_prefix('}') {
-                return (labels, end);
-            } else {
-                panic!("unexpected {after:?} in {line}");
-            }
-        }
-    }
-
-    /// The value of the one sample with exactly these labels.
-    pub fn find(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-        samples
-            .iter()
-            .find(|s| {
-                s.name == name
-                    && s.labels.len() == labels.len()
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .unwrap_or_else(|| panic!("no {name}{labels:?}"))
-            .value
-    }
-}
+mod prometheus;
