@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod fastcgi;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod reload;
 pub mod routing;
@@ -85,6 +86,8 @@ impl Gateway {
         });
         let path = config.path.clone();
         let snapshot = snapshot::Snapshot::build(config, None)?;
+        // Parsing left the whole file's worth of temporaries freed but mapped.
+        memory::release_free_memory();
         let state = std::sync::Arc::new(snapshot::SharedState::new(snapshot, telemetry));
         let reloader = std::sync::Arc::new(reload::Reloader::new(path, state.clone()));
         let mut listeners = Vec::new();
@@ -143,7 +146,8 @@ impl Gateway {
 
     /// Serves until `shutdown` completes, then finishes in-flight requests. Meanwhile the
     /// config file is watched for changes, usage is flushed to the database (when one is
-    /// configured), and the admin API listens (when configured).
+    /// configured), the admin API listens (when configured), and freed memory is handed back to
+    /// the system in the background ([`memory`]).
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         for addr in self.local_addrs() {
             tracing::info!(%addr, "listening");
@@ -177,6 +181,10 @@ impl Gateway {
             }
         }
         drop(snapshot);
+        {
+            let stop = stop.clone();
+            background.push(tokio::spawn(memory::run_scavenger(stop.cancelled_owned())));
+        }
         // The admin listener stops accepting together with the main ones.
         let admin_stop = tokio_util::sync::CancellationToken::new();
         if let Some(admin) = self.admin {

@@ -28,7 +28,10 @@ pub struct Tenant {
     /// already encoded. Sent after every request-derived param, so they win in PHP-FPM
     /// (which keeps the last value of a repeated name).
     pub params: Params,
-    /// Every name in `params`, so request headers that would map onto one can be dropped.
+    /// The names in `params` that a request header could map onto (`HTTP_*`), so such
+    /// headers can be dropped. Validation forbids those names, so this is normally empty
+    /// and allocates nothing: with 10,000 tenants, a set of every param name cost
+    /// 2.4 MiB of idle memory for a filter that never looks at it.
     pub param_names: HashSet<Box<[u8]>>,
     /// Disabled tenants answer 503 with the suspended page and never reach PHP-FPM.
     pub enabled: bool,
@@ -63,8 +66,7 @@ impl Tenant {
             .map(|(n, v)| fcgi_core::proto::params::encoded_pair_len(n.len(), v.len()))
             .sum();
         let mut params = Params::with_capacity(capacity);
-        let mut param_names: HashSet<Box<[u8]>> =
-            HashSet::with_capacity(defaults.len() + config.params.len());
+        let mut param_names: HashSet<Box<[u8]>> = HashSet::new();
         for (param, value) in all() {
             params.insert(param, value).map_err(|err| {
                 // Only reachable for defaults validated by someone else; tenant params
@@ -75,9 +77,11 @@ impl Tenant {
                 })
                 .for_tenant(name)
             })?;
-            param_names.insert(param.as_bytes().into());
+            if param.starts_with("HTTP_") {
+                param_names.insert(param.as_bytes().into());
+            }
         }
-        let shadows_headers = param_names.iter().any(|n| n.starts_with(b"HTTP_"));
+        let shadows_headers = !param_names.is_empty();
 
         Ok(Tenant {
             name: name.into(),
@@ -135,8 +139,8 @@ mod tests {
         assert_eq!(tenant.params.get("APP_ENV"), Some(&b"production"[..]));
         // An overridden default is not sent at all.
         assert_eq!(tenant.params.len(), 3);
-        assert!(tenant.param_names.contains(&b"APP_ENV"[..]));
-        assert!(tenant.param_names.contains(&b"DBPASS"[..]));
+        // No param can shadow a request header, so no name is kept for the filter.
+        assert!(tenant.param_names.is_empty());
         assert!(!tenant.shadows_headers);
         assert_eq!(tenant.hosts, ["a.example"]);
     }
