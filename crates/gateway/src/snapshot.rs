@@ -45,9 +45,13 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
-    /// Builds a snapshot, reusing `previous`'s pool when its settings are the same.
+    /// Builds a snapshot, reusing `previous`'s pool when its settings are the same, and its
+    /// tenants whose settings are the same.
     pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Self, SnapshotError> {
-        let registry = Registry::build(&config)?;
+        let registry = Registry::build_reusing(
+            &config,
+            previous.map(|prev| (&*prev.config, &prev.registry)),
+        )?;
         let pool_config = pool_config(&config);
         let upstream = upstream_of(&config);
         let pool = match previous {
