@@ -11,8 +11,17 @@
 //! Knobs (environment): `ROUNDTRIP_REQUESTS` (20000 per row and round), `ROUNDTRIP_TASKS`
 //! (32), `ROUNDTRIP_ROUNDS` (5; the round with the median requests/s is reported),
 //! `ROUNDTRIP_THREADS` (tokio workers; default one per core), `ROUNDTRIP_ONLY` (`pool`,
-//! `short` or `keepalive`: run one row alone, for profiling). Without `--bench` (as
-//! `cargo test --benches` runs it) it only does a short smoke run.
+//! `short` or `keepalive`: run one row alone, for profiling), `ROUNDTRIP_RATE` (5000: the
+//! open-loop rows' total requests/s), `ROUNDTRIP_OPEN_REQUESTS` (10000 per open-loop row).
+//! Without `--bench` (as `cargo test --benches` runs it) it only does a short smoke run.
+//!
+//! Each client runs twice: closed loop (every task sends as fast as it is answered) for
+//! throughput, then open loop (a fixed total rate, latency from each request's scheduled
+//! time, as wrk2 measures) for latency. The closed loop flatters a client that starves some
+//! of its tasks: a stuck task sends nothing, so its wait is counted once instead of for
+//! every request it should have sent. fastcgi-client's keep-alive mode is such a client:
+//! 4 of its 32 connections pin PHP-FPM's 4 workers and the other 28 wait in the listen
+//! backlog.
 
 use std::future::Future;
 use std::io;
@@ -183,9 +192,23 @@ impl Run {
 /// One request of a task, ready to be sent again and again.
 type RequestFn = Box<dyn FnMut() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
+/// How the tasks pace their requests.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// Closed loop: each task sends its next request as soon as the last one ends, and
+    /// a request is timed from when it is sent. A client that is stuck sends nothing, so
+    /// its wait shows up once, not for every request it should have sent ("coordinated
+    /// omission").
+    Closed,
+    /// Open loop, as wrk2 measures: the tasks together send `rate` requests per second on
+    /// a fixed schedule, and a request that could not be sent on time (its task was still
+    /// waiting for an earlier one) is timed from when it was due.
+    Open { rate: f64 },
+}
+
 /// Starts `tasks` tasks; each sets itself up with `setup` (untimed, but its allocations
 /// count), then sends `per_task` requests one after the other, timing each.
-async fn drive<F, Fut>(tasks: usize, per_task: usize, setup: F) -> Run
+async fn drive<F, Fut>(load: Load, tasks: usize, per_task: usize, setup: F) -> Run
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = RequestFn> + Send + 'static,
@@ -195,13 +218,36 @@ where
     let mut handles = Vec::with_capacity(tasks);
     for task in 0..tasks {
         let setup = setup(task);
+        // Each task's own schedule: one request every `interval`, the tasks spread evenly.
+        let schedule = match load {
+            Load::Closed => None,
+            Load::Open { rate } => {
+                let interval = Duration::from_secs_f64(tasks as f64 / rate);
+                Some((start + interval * task as u32 / tasks as u32, interval))
+            }
+        };
         handles.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_task);
             let mut request = setup.await;
-            for _ in 0..per_task {
+            for k in 0..per_task {
+                let due = schedule.map(|(first, interval)| first + interval * k as u32);
+                let behind = match due {
+                    Some(due) if Instant::now() < due => {
+                        tokio::time::sleep_until(due.into()).await;
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
                 let sent = Instant::now();
                 request().await;
-                latencies.push(sent.elapsed());
+                // On schedule, the timer's own lateness (up to 1 ms) is the bench's, not
+                // the client's: time from the send. Behind schedule: from when it was due.
+                let from = match due {
+                    Some(due) if behind => due,
+                    _ => sent,
+                };
+                latencies.push(from.elapsed());
             }
             latencies
         }));
@@ -229,6 +275,7 @@ where
 
 async fn run(
     client: Client,
+    load: Load,
     addr: SocketAddr,
     upstream: &Upstream,
     cgi: Arc<Vec<(&'static str, &'static str)>>,
@@ -244,7 +291,7 @@ async fn run(
                     ..PoolConfig::default()
                 },
             );
-            drive(tasks, per_task, move |_| {
+            drive(load, tasks, per_task, move |_| {
                 let (pool, cgi) = (pool.clone(), cgi.clone());
                 async move {
                     Box::new(move || {
@@ -264,7 +311,7 @@ async fn run(
             .await
         }
         Client::ShortConnection => {
-            drive(tasks, per_task, move |_| {
+            drive(load, tasks, per_task, move |_| {
                 let cgi = cgi.clone();
                 async move {
                     Box::new(move || {
@@ -284,7 +331,7 @@ async fn run(
             .await
         }
         Client::KeepAlivePerTask => {
-            drive(tasks, per_task, move |_| {
+            drive(load, tasks, per_task, move |_| {
                 let cgi = cgi.clone();
                 async move {
                     // Connecting completes at once (the kernel's backlog accepts it), but a
@@ -367,17 +414,38 @@ fn main() {
     .into_iter()
     .filter(|c| std::env::var("ROUNDTRIP_ONLY").map_or(true, |only| c.key() == only))
     .collect();
-    let results: Vec<Run> = runtime.block_on(async {
+    let open_rate = env_usize("ROUNDTRIP_RATE", 5_000) as f64;
+    let open_per_task =
+        (env_usize("ROUNDTRIP_OPEN_REQUESTS", if full { 10_000 } else { 320 }) / tasks).max(1);
+    let (closed, open): (Vec<Run>, Vec<Run>) = runtime.block_on(async {
         // Warm PHP-FPM's workers (and opcache, when enabled) before measuring.
         for client in [Client::FcgiCorePool, Client::ShortConnection] {
-            run(client, addr, &upstream, cgi.clone(), tasks, 20).await;
+            run(
+                client,
+                Load::Closed,
+                addr,
+                &upstream,
+                cgi.clone(),
+                tasks,
+                20,
+            )
+            .await;
         }
         let mut by_client: Vec<Vec<Run>> = clients.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
             // Rotate the order so no client always runs first (or right after another).
             for k in 0..clients.len() {
                 let i = (k + round) % clients.len();
-                let r = run(clients[i], addr, &upstream, cgi.clone(), tasks, per_task).await;
+                let r = run(
+                    clients[i],
+                    Load::Closed,
+                    addr,
+                    &upstream,
+                    cgi.clone(),
+                    tasks,
+                    per_task,
+                )
+                .await;
                 eprintln!(
                     "round {round}: {:<40} {:>9.0} req/s  p50 {}  p99 {}",
                     clients[i].label(),
@@ -388,28 +456,68 @@ fn main() {
                 by_client[i].push(r);
             }
         }
-        by_client
+        let closed = by_client
             .into_iter()
             .map(|mut runs| {
                 runs.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
                 runs.swap_remove(runs.len() / 2)
             })
-            .collect()
+            .collect();
+        // One open-loop round per client: the rate is fixed, so the rounds would only
+        // differ by noise, and the keep-alive row takes as long as its starved tasks wait.
+        let mut open = Vec::with_capacity(clients.len());
+        for &client in &clients {
+            let load = Load::Open { rate: open_rate };
+            let r = run(
+                client,
+                load,
+                addr,
+                &upstream,
+                cgi.clone(),
+                tasks,
+                open_per_task,
+            )
+            .await;
+            eprintln!(
+                "open loop at {open_rate:.0} req/s: {:<40} p50 {}  p99 {}  max {}",
+                client.label(),
+                ms(r.percentile(0.50)),
+                ms(r.percentile(0.99)),
+                ms(*r.latencies.last().expect("requests")),
+            );
+            open.push(r);
+        }
+        (closed, open)
     });
     drop(fpm);
 
     println!();
+    println!("PHP-FPM: static pool, 4 workers, TCP, hello.php; {tasks} concurrent tasks.");
+    println!();
     println!(
-        "PHP-FPM: static pool, 4 workers, TCP, hello.php; {tasks} concurrent tasks, \
-         {} requests per row; median of {rounds} round(s) by requests/s.",
+        "Closed loop (each task sends its next request when the last one ends; latency from \
+         the send): {} requests per row, median of {rounds} round(s) by requests/s.",
         per_task * tasks
     );
+    print_tables(&clients, &closed);
+    println!();
+    println!(
+        "Open loop at {open_rate:.0} requests/s in all (each task on a fixed schedule; a \
+         request sent late because its task was still waiting is timed from when it was \
+         due, as wrk2 does): {} requests per row. Requests/s here is the rate achieved.",
+        open_per_task * tasks
+    );
+    print_tables(&clients, &open);
+}
+
+/// The rows of `results`, then fcgi-core's ratios to each peer, as Markdown.
+fn print_tables(clients: &[Client], results: &[Run]) {
     println!();
     println!(
         "| client | req/s | mean | p50 | p99 | p99.9 | max | slowest 1st response | allocs/req |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (client, r) in clients.iter().zip(&results) {
+    for (client, r) in clients.iter().zip(results) {
         println!(
             "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} |",
             client.label(),
@@ -435,16 +543,25 @@ fn main() {
          | allocs/req (lower is better) |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    for (client, peer) in clients.iter().zip(&results).skip(1) {
-        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    for (client, peer) in clients.iter().zip(results).skip(1) {
+        let ratio = |a: Duration, b: Duration| times(a.as_secs_f64() / b.as_secs_f64());
         println!(
-            "| {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
+            "| {} | {} | {} | {} | {} | {} |",
             client.label(),
-            ours.rps() / peer.rps(),
+            times(ours.rps() / peer.rps()),
             ratio(ours.percentile(0.50), peer.percentile(0.50)),
             ratio(ours.percentile(0.99), peer.percentile(0.99)),
             ratio(ours.percentile(0.999), peer.percentile(0.999)),
-            ours.allocations_per_request / peer.allocations_per_request,
+            times(ours.allocations_per_request / peer.allocations_per_request),
         );
+    }
+}
+
+/// A ratio, with enough digits that a tiny one does not print as zero.
+fn times(ratio: f64) -> String {
+    if ratio < 0.01 {
+        format!("{ratio:.5}x")
+    } else {
+        format!("{ratio:.2}x")
     }
 }
