@@ -5,30 +5,30 @@
 //! Each test starts its own PHP-FPM and gateway. Everything they log is captured, and
 //! checked for secrets.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
 use gateway::config::Config;
 use gateway::Gateway;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use tokio::sync::oneshot;
+
+use support::logs::LogCapture;
+use support::multi_tenant::send_to as send;
+use support::{eventually, Reply, REQUEST_LIMIT};
 
 /// The admin token of every test gateway.
 const TOKEN: &str = "admin-token-5f1c9e";
 /// Param values that must never appear in a response or a log line.
 const SECRETS: [&str; 2] = ["secret-t1-8d2a", "secret-t2-77b0"];
-
-/// Bound for one request: far above what it takes, far below "hung".
-const LIMIT: Duration = Duration::from_secs(15);
 
 /// The config file of every test, `{upstream}`, `{root}` and `{extra}` filled in. The
 /// comments are there to be kept by every edit.
@@ -159,29 +159,13 @@ impl Harness {
     }
 }
 
-/// An answer, read whole.
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+/// The checks every admin API answer gets.
+trait AdminReply {
+    /// Asserts the status and, for an error, the `error` code; returns the JSON body.
+    fn expect(&self, status: u16, code: Option<&str>) -> serde_json::Value;
 }
 
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|err| panic!("not JSON ({err}): {} {}", self.status, self.text()))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the status and, for an error, the `error` code; returns the JSON body.
+impl AdminReply for Reply {
     #[track_caller]
     fn expect(&self, status: u16, code: Option<&str>) -> serde_json::Value {
         assert_eq!(self.status.as_u16(), status, "{}", self.text());
@@ -203,28 +187,6 @@ impl Reply {
     }
 }
 
-/// Sends `req` on a fresh HTTP/1.1 connection to `addr` and reads the whole answer.
-async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
-    let exchange = async {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let response = sender.send_request(req).await.expect("response head");
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("response body").to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
-    };
-    tokio::time::timeout(LIMIT, exchange)
-        .await
-        .expect("the request finished in time")
-}
-
 /// An admin request with the headers given and no others (no token unless given).
 async fn raw_call(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
     let mut req = Request::builder()
@@ -235,18 +197,6 @@ async fn raw_call(addr: SocketAddr, method: &str, target: &str, headers: &[(&str
         req = req.header(*name, *value);
     }
     send(addr, req.body(Full::new(Bytes::new())).expect("request")).await
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
 }
 
 /// Every line of `before` that is not in `changed` is in `after`, in order: what an
@@ -701,7 +651,7 @@ async fn a_suspended_tenant_gets_503_without_reaching_php_fpm_and_resumes_at_onc
     let h = Harness::start("").await;
     assert_eq!(h.site("t1.example", "/hello.php").await.status, 200);
     assert!(
-        eventually(LIMIT, || h.fpm_requests() == 1).await,
+        eventually(REQUEST_LIMIT, || h.fpm_requests() == 1).await,
         "PHP-FPM logs requests"
     );
     let before = h.config_text();
@@ -718,7 +668,7 @@ async fn a_suspended_tenant_gets_503_without_reaching_php_fpm_and_resumes_at_onc
     }
     // The other tenant is still served.
     assert_eq!(h.site("t2.example", "/hello.php").await.status, 200);
-    assert!(eventually(LIMIT, || h.fpm_requests() == 2).await);
+    assert!(eventually(REQUEST_LIMIT, || h.fpm_requests() == 2).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         h.fpm_requests(),
@@ -902,7 +852,7 @@ async fn metrics_are_prometheus_text() {
         Some(gateway::metrics::CONTENT_TYPE)
     );
     let text = reply.text();
-    let metrics = prometheus::parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+    let metrics = support::prometheus::parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
     assert_eq!(metrics.types["gateway_requests_total"], "counter");
     assert_eq!(
         metrics.types["gateway_request_duration_seconds"],
@@ -1079,58 +1029,3 @@ async fn no_secret_reaches_a_log_line() {
         }
     }
 }
-
-/// Everything every test in this binary has logged, through a global subscriber
-/// installed once (a per-thread one misses events: tracing caches per callsite whether
-/// anyone listens, across the test threads).
-#[derive(Clone, Default)]
-struct LogCapture(Arc<Mutex<Vec<u8>>>);
-
-impl LogCapture {
-    fn global() -> &'static LogCapture {
-        static CAPTURE: OnceLock<LogCapture> = OnceLock::new();
-        CAPTURE.get_or_init(|| {
-            let capture = LogCapture::default();
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
-                .with_ansi(false)
-                .with_writer(capture.clone())
-                .finish();
-            tracing::subscriber::set_global_default(subscriber)
-                .expect("no other subscriber in this test binary");
-            capture
-        })
-    }
-
-    fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
-    type Writer = LogCapture;
-
-    fn make_writer(&'a self) -> LogCapture {
-        self.clone()
-    }
-}
-
-mod prometheus;

@@ -2,11 +2,11 @@
 //! request variables, headers as `HTTP_*`, the tenant's params, size limits and the
 //! trusted-proxy rules.
 
-mod common;
+mod support;
 
-use common::{full, request, TestGateway};
 use http_body_util::Empty;
 use serde_json::Value;
+use support::multi_tenant::{full, request, TestGateway};
 
 #[tokio::test]
 async fn the_cgi_variables_match_nginx_fastcgi_params() {
@@ -164,7 +164,11 @@ async fn a_70_kib_header_is_431_never_502() {
 
 #[tokio::test]
 async fn trusted_proxies_supply_the_client_address_and_scheme() {
-    let gw = TestGateway::with("trusted_proxies = [\"127.0.0.1\"]", common::TENANTS).await;
+    let gw = TestGateway::with(
+        "trusted_proxies = [\"127.0.0.1\"]",
+        support::multi_tenant::TENANTS,
+    )
+    .await;
     let env = forwarded(&gw).await;
     assert_eq!(env["REMOTE_ADDR"], "1.2.3.4");
     assert_eq!(env["HTTPS"], "on");

@@ -14,10 +14,8 @@ use fpm_harness::{CountingRelay, Fpm, FpmConfig};
 use http::{Method, StatusCode};
 use http_body_util::Full;
 
-use support::{
-    client, eventually, get, raw_exchange, request, send, start_fpm, within, TestGateway, HOST,
-    REQUEST_LIMIT,
-};
+use support::single_tenant::{client, get, raw_exchange, request, send, TestGateway, HOST};
+use support::{eventually, start_fpm, within, REQUEST_LIMIT};
 
 /// A PHP-FPM, a counting relay in front of it, and a gateway with `server` settings
 /// talking to the relay.

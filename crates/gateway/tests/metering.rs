@@ -3,17 +3,18 @@
 //! the SQLite database, on its interval and at shutdown; a restarted gateway adds to
 //! them; and `/metrics` renders them as valid Prometheus text.
 
-mod live_gateway;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::sync::Arc;
 
-use fpm_harness::{fixtures_dir, Fpm};
+use fpm_harness::{fixtures_dir, Fpm, FpmConfig};
 use gateway::usage::TenantUsage;
 use gateway::usage_store::UsageStore;
 use http::StatusCode;
-use live_gateway::{eventually, start_fpm, toml_string, Conn, LiveGateway, Scratch, SOON};
+use support::live::{toml_string, Conn, LiveGateway, Scratch};
+use support::{eventually, start_fpm, SOON};
 
 /// What one tenant is sent, with the answers known in advance.
 #[derive(Clone, Copy)]
@@ -175,7 +176,7 @@ fn by_name(totals: &HashMap<Arc<str>, TenantUsage>) -> BTreeMap<String, TenantUs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_metered_once_and_survives_a_restart_in_the_database() {
-    let fpm = start_fpm(2);
+    let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     fs::write(&scratch.config, config_text(&fpm)).unwrap();
 
@@ -208,7 +209,7 @@ async fn every_request_is_metered_once_and_survives_a_restart_in_the_database() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_render_the_meter_as_valid_prometheus_text() {
-    let fpm = start_fpm(2);
+    let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     fs::write(&scratch.config, config_text(&fpm)).unwrap();
     let gw = LiveGateway::start(&scratch.config).await;
@@ -228,7 +229,7 @@ async fn metrics_render_the_meter_as_valid_prometheus_text() {
         enabled,
         snapshot.registry.len() - enabled,
     );
-    let metrics = prometheus::parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+    let metrics = support::prometheus::parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
     assert_eq!(
         metrics.types["gateway_request_duration_seconds"],
         "histogram"
@@ -287,4 +288,21 @@ async fn metrics_render_the_meter_as_valid_prometheus_text() {
     gw.shutdown().await;
 }
 
-mod prometheus;
+#[test]
+fn the_prometheus_reader_rejects_what_prometheus_would() {
+    use support::prometheus::parse;
+
+    let ok = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"q\\\"\\n\"} 1\n";
+    let metrics = parse(ok).unwrap();
+    assert_eq!(metrics.samples[0].labels["x"], "q\"\n");
+    for bad in [
+        "a_total 1\n",                        // no TYPE
+        "# TYPE a counter\na{x=\"1\"} one\n", // bad value
+        "# TYPE a counter\na{x=1} 1\n",       // unquoted label
+        "# TYPE a counter\na{x=\"\\t\"} 1\n", // bad escape
+        "# TYPE a counter\na 1",              // no final newline
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n",
+    ] {
+        assert!(parse(bad).is_err(), "accepted {bad:?}");
+    }
+}

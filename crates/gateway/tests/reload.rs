@@ -6,7 +6,7 @@
 //! Every wait is bounded; latency promises (a new tenant within 1 s) are asserted apart
 //! from the generous bounds that only catch hangs.
 
-mod live_gateway;
+mod support;
 
 use std::fs;
 use std::io::Write as _;
@@ -15,14 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fpm_harness::{fixtures_dir, Fpm};
+use fpm_harness::{fixtures_dir, Fpm, FpmConfig};
 use gateway::config::Config;
 use gateway::reload::ReloadOutcome;
 use http::StatusCode;
-use live_gateway::{
-    eventually, get, start_fpm, toml_string, within, write_atomically, Conn, LiveGateway, Scratch,
-    SOON,
-};
+use support::live::{get, toml_string, write_atomically, Conn, LiveGateway, Scratch};
+use support::{eventually, start_fpm, within, SOON};
 
 const HELLO: &str = "Hello, World!";
 
@@ -74,7 +72,7 @@ async fn wait_for_status(conn: &mut Conn, host: &str, path: &str, status: Status
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_appended_to_the_file_is_served_within_a_second() {
-    let fpm = start_fpm(2);
+    let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     let text = config_text(&fpm, &fixtures_dir(), "", STAYING_TENANTS);
     fs::write(&scratch.config, &text).unwrap();
@@ -110,7 +108,7 @@ async fn a_tenant_appended_to_the_file_is_served_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_config_keeps_the_old_one_serving_and_says_where() {
-    let fpm = start_fpm(2);
+    let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     let good = config_text(&fpm, &fixtures_dir(), "", STAYING_TENANTS);
     fs::write(&scratch.config, &good).unwrap();
@@ -182,7 +180,7 @@ async fn a_broken_config_keeps_the_old_one_serving_and_says_where() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_editor_style_rename_over_the_file_is_picked_up() {
-    let fpm = start_fpm(2);
+    let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     let text = config_text(&fpm, &fixtures_dir(), "", STAYING_TENANTS);
     fs::write(&scratch.config, &text).unwrap();
@@ -240,7 +238,7 @@ impl<'a> ConfigMapVolume<'a> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubernetes_configmap_symlink_swap_is_picked_up() {
-    let fpm = start_fpm(2);
+    let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     let text = config_text(&fpm, &fixtures_dir(), "", STAYING_TENANTS);
     let volume = ConfigMapVolume::create(scratch.dir.path(), &text);
@@ -307,7 +305,7 @@ fn suspension_config(fpm: &Fpm, scratch: &Scratch, root: &Path, enabled: bool) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_suspended_in_the_file_gets_503_without_reaching_php_fpm() {
-    let fpm = start_fpm(2);
+    let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     let root = counting_app(&scratch);
     let page = "<h1>Closed for maintenance</h1>\n";
@@ -341,7 +339,7 @@ async fn a_tenant_suspended_in_the_file_gets_503_without_reaching_php_fpm() {
     for _ in 0..5 {
         let reply = conn.get("metered.test", "/count.php").await.unwrap();
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(reply.header("retry-after"), RETRY_AFTER);
+        assert_eq!(reply.header("retry-after"), Some(RETRY_AFTER));
         assert_eq!(reply.text(), page, "the configured page");
     }
     assert_eq!(count(), counted, "PHP-FPM ran for a suspended tenant");
@@ -362,7 +360,7 @@ async fn a_tenant_suspended_in_the_file_gets_503_without_reaching_php_fpm() {
 /// either. The page edit also keeps the two paths apart from the file watcher.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reload_api_and_sighup_pick_up_an_edited_suspended_page() {
-    let fpm = start_fpm(1);
+    let fpm = start_fpm(FpmConfig::new().workers(1));
     let scratch = Scratch::new();
     let root = counting_app(&scratch);
     let page = scratch.path("suspended.html");
@@ -463,7 +461,7 @@ const REWRITES: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_rewrites_under_load_fail_no_request_of_the_tenants_that_stay() {
-    let fpm = start_fpm(4);
+    let fpm = start_fpm(FpmConfig::new().workers(4));
     let scratch = Scratch::new();
     fs::write(&scratch.config, churn_config(&fpm, 0)).unwrap();
     let gw =

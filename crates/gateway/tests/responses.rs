@@ -2,16 +2,18 @@
 //! the gateway removes or sets, HEAD, and bodies streamed both ways without being held
 //! in memory.
 
-mod common;
+mod support;
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{full, pattern, request, within, Crc32, TestGateway};
 use futures_util::stream;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
+use support::multi_tenant::{full, request, TestGateway};
+use support::payload::{pattern, Crc32};
+use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1 << 20;
@@ -135,7 +137,7 @@ async fn server_sent_events_arrive_one_by_one_as_php_flushes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_mib_download_streams_in_bounded_memory() {
     let gw = TestGateway::start().await;
-    let rss_before = common::current_rss();
+    let rss_before = support::payload::current_rss();
     let response = gw
         .send_streaming(
             request("GET", "t1.example", "/download.php?mib=200")
@@ -164,7 +166,7 @@ async fn a_200_mib_download_streams_in_bounded_memory() {
     })
     .await;
     assert_eq!(received, 200 * MIB);
-    let growth = common::peak_rss().saturating_sub(rss_before);
+    let growth = support::payload::peak_rss().saturating_sub(rss_before);
     // The gateway runs in this process: this bounds it and the client together.
     assert!(
         growth < 48 * MIB,
@@ -201,7 +203,7 @@ async fn a_20_mib_upload_with_content_length_streams_to_php() {
     let gw = TestGateway::start().await;
     let len = 20 * MIB;
     let crc = pattern_crc(len);
-    let rss_before = common::current_rss();
+    let rss_before = support::payload::current_rss();
     let reply = gw
         .send(
             request("POST", "t1.example", "/upload.php")
@@ -215,7 +217,7 @@ async fn a_20_mib_upload_with_content_length_streams_to_php() {
     let report = reply.json();
     assert_eq!(report["bytes"], len);
     assert_eq!(report["crc32"], crc);
-    let growth = common::peak_rss().saturating_sub(rss_before);
+    let growth = support::payload::peak_rss().saturating_sub(rss_before);
     // Held whole anywhere on the way (client body, gateway, FastCGI stdin), it would
     // take 20 MiB at least.
     assert!(
@@ -258,7 +260,7 @@ async fn a_chunked_upload_is_spooled_and_arrives_whole_with_its_length() {
 
 #[tokio::test]
 async fn a_declared_body_over_max_body_is_413() {
-    let gw = TestGateway::with("max_body = \"1MiB\"", common::TENANTS).await;
+    let gw = TestGateway::with("max_body = \"1MiB\"", support::multi_tenant::TENANTS).await;
     let raw = format!(
         "POST /upload.php HTTP/1.1\r\nHost: t1.example\r\nContent-Type: application/octet-stream\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\npartial",
@@ -282,7 +284,7 @@ async fn a_declared_body_over_max_body_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_over_max_body_is_413() {
-    let gw = TestGateway::with("max_body = \"1MiB\"", common::TENANTS).await;
+    let gw = TestGateway::with("max_body = \"1MiB\"", support::multi_tenant::TENANTS).await;
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let (mut read, mut write) = stream.into_split();
     // Written alongside reading: the gateway answers once it has read past the limit and
@@ -301,7 +303,7 @@ async fn a_chunked_body_over_max_body_is_413() {
         write.write_all(b"0\r\n\r\n").await
     });
     let mut answer = Vec::new();
-    within(common::REQUEST_LIMIT, "the 413", async {
+    within(support::REQUEST_LIMIT, "the 413", async {
         let _ = read.read_to_end(&mut answer).await;
     })
     .await;

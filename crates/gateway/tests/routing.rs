@@ -1,10 +1,10 @@
 //! Which tenant serves a request: the Host header (or an absolute-form target) against
 //! the tenants' exact and wildcard hosts, and what PHP is told about the host.
 
-mod common;
+mod support;
 
-use common::{request, TestGateway};
 use http_body_util::Empty;
+use support::multi_tenant::{request, TestGateway};
 
 /// The `TENANT_ID` param PHP received for `GET /params.php` on `host`, or the status when
 /// the request was not served by PHP.

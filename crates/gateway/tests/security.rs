@@ -2,10 +2,11 @@
 //! params or PHP's own settings through headers, host confusion, path traversal,
 //! executing uploads, the PHP-FPM `%0a` bug, dotfiles and PHP source.
 
-mod common;
+mod support;
 
-use common::{request, Reply, TestGateway};
 use http_body_util::Empty;
+use support::multi_tenant::{request, TestGateway};
+use support::Reply;
 
 /// `GET /params.php` on `t1.example` with extra headers, parsed.
 async fn params_with_headers(gw: &TestGateway, headers: &[(&str, &str)]) -> serde_json::Value {

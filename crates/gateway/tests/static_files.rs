@@ -1,10 +1,10 @@
 //! Static files under the shared root: content types, validators and conditional
 //! requests, ranges, and HEAD.
 
-mod common;
+mod support;
 
-use common::{request, TestGateway};
 use http_body_util::Empty;
+use support::multi_tenant::{request, TestGateway};
 
 const HELLO: &str = "hello static\n";
 
@@ -161,7 +161,7 @@ async fn head_has_the_headers_and_no_body() {
     );
 }
 
-async fn conditional(gw: &TestGateway, name: &str, value: &str) -> common::Reply {
+async fn conditional(gw: &TestGateway, name: &str, value: &str) -> support::Reply {
     gw.send(
         request("GET", "t1.example", "/static/hello.txt")
             .header(name, value)

@@ -1,20 +1,15 @@
-//! Shared helpers of the gateway's end-to-end tests: a [`TestGateway`] that starts a
-//! private PHP-FPM and the gateway in-process on `127.0.0.1:0`, and a small HTTP client
-//! over real sockets (hyper's connection-level client, so the test decides the exact
-//! request target and headers, and raw bytes for what hyper would refuse to send).
-//!
-//! Each test file is its own crate and uses only some of these.
-#![allow(dead_code)]
+//! A [`TestGateway`] with several tenants that starts a private PHP-FPM and the gateway
+//! in-process on `127.0.0.1:0`, and a small HTTP client over real sockets (hyper's
+//! connection-level client, so the test decides the exact request target and headers,
+//! and raw bytes for what hyper would refuse to send).
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
 use gateway::config::Config;
 use gateway::Gateway;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
@@ -22,9 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-/// Bound for one ordinary request against a local PHP-FPM: far above what it takes on a
-/// busy 2-core machine, far below "hung".
-pub const REQUEST_LIMIT: Duration = Duration::from_secs(15);
+use super::{start_fpm, within, Reply, REQUEST_LIMIT};
 
 /// The tenants most tests use. Each one carries a `TENANT_ID` param so a test can see
 /// which tenant served a request through `/params.php?only=TENANT_ID`.
@@ -70,8 +63,7 @@ impl TestGateway {
     /// tenants (`[defaults.params]` and `[tenants.*]` tables).
     pub async fn with(server_extra: &str, tenants: &str) -> Self {
         // Blocks for the ~100 ms php-fpm takes to start, before anything else runs.
-        let fpm = Fpm::start(FpmConfig::new().listen(Listen::Unix).workers(3))
-            .expect("php-fpm starts (is php-fpm installed?)");
+        let fpm = start_fpm(FpmConfig::new().listen(Listen::Unix).workers(3));
         let root = fixtures_dir();
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n\n\
@@ -108,17 +100,7 @@ impl TestGateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        within(REQUEST_LIMIT, "a request", async {
-            let response = self.send_streaming(req).await;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.expect("response body").to_bytes();
-            Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            }
-        })
-        .await
+        send_to(self.addr, req).await
     }
 
     /// Sends `req` on a fresh connection and returns as soon as the head is in, so the
@@ -128,15 +110,7 @@ impl TestGateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        within(REQUEST_LIMIT, "a response head", async {
-            let stream = TcpStream::connect(self.addr).await.expect("connect");
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("http1 handshake");
-            tokio::spawn(conn);
-            sender.send_request(req).await.expect("response head")
-        })
-        .await
+        send_streaming_to(self.addr, req).await
     }
 
     /// Writes `raw` on a fresh connection and reads until the gateway closes it. Send
@@ -162,6 +136,43 @@ impl TestGateway {
     }
 }
 
+/// Sends `req` to `addr` on a fresh HTTP/1.1 connection exactly as built (the target as
+/// given, no `Host` added) and reads the whole answer, bounded by [`REQUEST_LIMIT`].
+pub async fn send_to<B>(addr: SocketAddr, req: Request<B>) -> Reply
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    within(REQUEST_LIMIT, "a request", async {
+        let response = send_streaming_to(addr, req).await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("response body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    })
+    .await
+}
+
+/// Sends `req` to `addr` on a fresh connection and returns as soon as the head is in.
+pub async fn send_streaming_to<B>(addr: SocketAddr, req: Request<B>) -> Response<Incoming>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    within(REQUEST_LIMIT, "a response head", async {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("http1 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("response head")
+    })
+    .await
+}
+
 /// A request builder with `method`, `target` (as sent on the request line) and
 /// `Host: host`.
 pub fn request(method: &str, host: &str, target: &str) -> http::request::Builder {
@@ -174,42 +185,6 @@ pub fn request(method: &str, host: &str, target: &str) -> http::request::Builder
 /// A whole body for [`TestGateway::send`].
 pub fn full(data: impl Into<Bytes>) -> Full<Bytes> {
     Full::new(data.into())
-}
-
-/// An answer read whole.
-#[derive(Debug)]
-pub struct Reply {
-    /// The status.
-    pub status: StatusCode,
-    /// The headers.
-    pub headers: HeaderMap,
-    /// The body.
-    pub body: Bytes,
-}
-
-impl Reply {
-    /// The body as text (lossy).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON, failing the test with the body when it is not.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
-            panic!(
-                "expected JSON ({err}), got {} {:?}",
-                self.status,
-                self.text()
-            )
-        })
-    }
-
-    /// A header's value as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ASCII header"))
-    }
 }
 
 /// An answer read from a raw socket: status, head and whatever followed it.
@@ -255,84 +230,4 @@ impl RawReply {
             n.eq_ignore_ascii_case(name).then(|| v.trim())
         })
     }
-}
-
-/// Awaits `fut`, failing the test (instead of hanging it) after `limit`.
-pub async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(output) => output,
-        Err(_) => panic!("{what} did not finish within {limit:?}"),
-    }
-}
-
-/// A deterministic test payload byte: `k % 251`, so shifted or lost chunks show.
-pub fn pattern_byte(k: u64) -> u8 {
-    (k % 251) as u8
-}
-
-/// `len` bytes of [`pattern_byte`] starting at offset `from`.
-pub fn pattern(from: u64, len: usize) -> Bytes {
-    (0..len as u64).map(|i| pattern_byte(from + i)).collect()
-}
-
-/// CRC-32 (IEEE, as PHP's `crc32b` computes it), fed in pieces.
-#[derive(Debug, Clone)]
-pub struct Crc32 {
-    table: [u32; 256],
-    state: u32,
-}
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        let mut table = [0u32; 256];
-        for (i, slot) in table.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *slot = c;
-        }
-        Self {
-            table,
-            state: 0xFFFF_FFFF,
-        }
-    }
-}
-
-impl Crc32 {
-    /// Adds `data`.
-    pub fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.state =
-                self.table[((self.state ^ u32::from(b)) & 0xFF) as usize] ^ (self.state >> 8);
-        }
-    }
-
-    /// The checksum as PHP prints it: 8 lowercase hex digits.
-    pub fn hex(&self) -> String {
-        format!("{:08x}", self.state ^ 0xFFFF_FFFF)
-    }
-}
-
-/// The peak resident set size of this process (`VmHWM`), in bytes.
-pub fn peak_rss() -> u64 {
-    proc_status_kib("VmHWM:") * 1024
-}
-
-/// The current resident set size of this process (`VmRSS`), in bytes.
-pub fn current_rss() -> u64 {
-    proc_status_kib("VmRSS:") * 1024
-}
-
-fn proc_status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
 }

@@ -1,44 +1,25 @@
-//! Shared helpers of the reload and metering tests (`reload.rs`, `metering.rs`): a
-//! gateway served in-process from a config *file* (so the file watcher and the usage
-//! flusher run), a keep-alive HTTP/1 client connection, and bounded waits.
-//!
-//! Each test file is its own crate and uses only some of these.
-#![allow(dead_code)]
+//! The gateway served in-process from a config *file* (so the file watcher and the usage
+//! flusher run), for the reload and metering tests, and a keep-alive HTTP/1 client
+//! connection.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fpm_harness::{Fpm, FpmConfig};
 use gateway::config::Config;
 use gateway::reload::Reloader;
 use gateway::snapshot::SharedState;
 use gateway::Gateway;
-use http::{HeaderMap, Request, StatusCode};
+use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Bound for one request against a local PHP-FPM: far above what it takes on a loaded
-/// two-core machine, far below "hung".
-pub const REQUEST_LIMIT: Duration = Duration::from_secs(10);
-
-/// Bound for anything that is expected to happen "soon" (a reload, a flush): generous,
-/// because the machine may be busy compiling; tests that promise a latency assert it
-/// separately.
-pub const SOON: Duration = Duration::from_secs(10);
-
-/// Starts a private PHP-FPM with `workers` workers. Blocks for the ~100 ms it takes,
-/// before the test's traffic starts.
-pub fn start_fpm(workers: u32) -> Fpm {
-    Fpm::start(FpmConfig::new().workers(workers))
-        .expect("php-fpm starts (is php-fpm installed? see scripts/ensure-php-fpm.sh)")
-}
+use super::{eventually, within, Reply, REQUEST_LIMIT, SOON};
 
 /// `value` as a TOML basic string (paths with backslashes or quotes stay intact).
 pub fn toml_string(value: impl std::fmt::Display) -> String {
@@ -152,53 +133,6 @@ pub async fn wait_for_watcher(gateway: &LiveGateway, text: &str, write: impl Fn(
         "the probe tenant was never removed; last reload error: {:?}",
         gateway.reloader.last_error()
     );
-}
-
-/// Panics with `what` if `fut` takes longer than `limit`.
-pub async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(limit, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"))
-}
-
-/// Polls `check` every 10 ms until it holds (true) or `limit` passes (false).
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// One answer, body read to its end.
-#[derive(Debug)]
-pub struct Reply {
-    /// Status.
-    pub status: StatusCode,
-    /// Headers.
-    pub headers: HeaderMap,
-    /// The whole body.
-    pub body: Bytes,
-}
-
-impl Reply {
-    /// The body as text (lossy).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// A header as text, or "" when absent.
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
 }
 
 /// One HTTP/1.1 keep-alive connection to the gateway, reopened after an error.
