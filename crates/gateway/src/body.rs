@@ -106,13 +106,27 @@ impl GatewayBody {
     }
 
     /// Attaches the request's record, written out when this body is dropped, and the
-    /// response's `Content-Length`, which tells when the body is complete.
+    /// response's `Content-Length`, which tells when the body is complete. `bodiless`
+    /// says the client gets no body whatever PHP prints (HEAD, 1xx, 204, 304).
     pub(crate) fn with_record(
         mut self,
         mut record: Box<RequestRecord>,
         content_length: Option<u64>,
+        bodiless: bool,
     ) -> Self {
         self.remaining = content_length;
+        if bodiless || content_length == Some(0) {
+            // hyper never polls such a body, so PHP-FPM's END_REQUEST would go unread and
+            // its connection be closed instead of pooled: read it in the background.
+            if let Inner::FastCgi { body } = &mut self.inner {
+                if let Some(fpm) = body.take_if(|b| !b.is_end_stream()) {
+                    record.completed = true;
+                    let discard = if bodiless { BODILESS_DISCARD_LIMIT } else { 0 };
+                    finish_in_background(fpm, Some(record), discard);
+                    return self;
+                }
+            }
+        }
         // hyper never polls a body that is over before it starts (HEAD, empty pages).
         record.completed = self.is_end_stream();
         self.record = Some(record);
@@ -170,7 +184,7 @@ impl Body for GatewayBody {
         if all_sent {
             if let InnerProj::FastCgi { body } = this.inner.project() {
                 if let Some(body) = body.take_if(|b| !b.is_end_stream()) {
-                    finish_in_background(body, this.record.take());
+                    finish_in_background(body, this.record.take(), 0);
                 }
             }
         }
@@ -195,29 +209,55 @@ impl Body for GatewayBody {
     }
 }
 
-/// Reads PHP-FPM's response on to its END_REQUEST after the client got every byte PHP
-/// declared in `Content-Length`, then writes the request's record.
+/// How much output PHP may still write after an answer that has no body (a 204, a 304, a
+/// HEAD) before its connection is dropped rather than drained for reuse.
+const BODILESS_DISCARD_LIMIT: u64 = 1 << 20;
+
+/// Reads PHP-FPM's response on to its END_REQUEST once the client has its whole answer,
+/// then writes the request's record. `discard` is how many more bytes of output may be
+/// read and thrown away on the way.
 ///
-/// hyper stops polling a body of known length at its last byte and drops it; the END_REQUEST
-/// that follows would go unread, so the connection could not go back to the pool, and the
-/// record would have no FPM time and say the response was cut. Bounded by the body's read
-/// timeout; stops at any output past the declared length (nginx drops the upstream
-/// connection then too), which closes the connection instead.
-fn finish_in_background(mut body: fcgi_core::ResponseBody, mut record: Option<Box<RequestRecord>>) {
+/// hyper stops polling a body of known length at its last byte and never polls one the
+/// client does not get (HEAD, 204, 304); the END_REQUEST that follows would go unread, so
+/// the connection could not go back to the pool, and the record would have no FPM time and
+/// say the response was cut. Bounded by the body's read timeout. After every byte of a
+/// declared `Content-Length` nothing more may come (`discard` 0: nginx drops the upstream
+/// connection then too); after a bodiless answer PHP may still have printed a body, which
+/// is discarded (as nginx does) up to [`BODILESS_DISCARD_LIMIT`]. Stopping early closes
+/// the connection instead.
+fn finish_in_background(
+    mut body: fcgi_core::ResponseBody,
+    mut record: Option<Box<RequestRecord>>,
+    mut discard: u64,
+) {
     // Without a runtime (never so in the gateway) dropping the body closes the connection.
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     runtime.spawn(async move {
         use http_body_util::BodyExt;
-        let end = body.frame().await;
-        if let Some(record) = record.as_mut() {
-            match end {
-                None => record.fpm_time = body.fpm_time(),
-                // Output past the declared length: never sent; dropping the body closes
-                // the connection.
-                Some(Ok(_)) => {}
-                Some(Err(err)) => record.upstream_error(&err),
+        loop {
+            match body.frame().await {
+                None => {
+                    if let Some(record) = record.as_mut() {
+                        record.fpm_time = body.fpm_time();
+                    }
+                    return;
+                }
+                Some(Ok(frame)) => {
+                    let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    match discard.checked_sub(len) {
+                        Some(left) => discard = left,
+                        // Too much to throw away: dropping the body closes the connection.
+                        None => return,
+                    }
+                }
+                Some(Err(err)) => {
+                    if let Some(record) = record.as_mut() {
+                        record.upstream_error(&err);
+                    }
+                    return;
+                }
             }
         }
     });

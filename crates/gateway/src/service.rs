@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 
 use crate::access::RequestRecord;
@@ -115,6 +115,7 @@ where
     B::Error: Into<BoxError> + std::fmt::Display + Send,
 {
     let snapshot = state.load();
+    let head = req.method() == Method::HEAD;
     let mut record = Box::new(RequestRecord::new(
         state.telemetry.clone(),
         req.method(),
@@ -136,7 +137,12 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    Response::from_parts(parts, body.with_record(record, content_length))
+    let status = parts.status;
+    let bodiless = head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    Response::from_parts(parts, body.with_record(record, content_length, bodiless))
 }
 
 fn log_error(err: &GatewayError, tenant: Option<&str>) {

@@ -311,3 +311,52 @@ async fn a_chunked_body_over_max_body_is_413() {
     let head = String::from_utf8_lossy(&answer);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 }
+
+/// Answers without a body (HEAD, 204, 304, `Content-Length: 0`) are never read by hyper;
+/// PHP-FPM's END_REQUEST after them must still be read, or each one costs a PHP-FPM
+/// connection (and a worker's accept) instead of returning it to the pool.
+#[tokio::test]
+async fn bodiless_answers_leave_the_php_fpm_connection_reusable() {
+    use fpm_harness::{CountingRelay, FpmConfig};
+    use http::{Method, StatusCode};
+    use http_body_util::Full;
+    use support::single_tenant::{self, client, send};
+
+    let fpm = support::start_fpm(FpmConfig::new().workers(2));
+    let relay = CountingRelay::start(fpm.address().clone()).expect("relay starts");
+    let gateway =
+        single_tenant::TestGateway::start(&relay.address().to_upstream_string(), "", "").await;
+    let client = client();
+    let cases = [
+        (Method::GET, "/hello.php", StatusCode::OK),
+        (Method::HEAD, "/hello.php", StatusCode::OK),
+        (Method::GET, "/status.php?code=204", StatusCode::NO_CONTENT),
+        (
+            Method::GET,
+            "/status.php?code=304",
+            StatusCode::NOT_MODIFIED,
+        ),
+        (Method::GET, "/status.php?empty=1", StatusCode::OK),
+        (Method::GET, "/hello.php", StatusCode::OK),
+    ];
+    for (method, path, status) in cases {
+        let req = single_tenant::request(&gateway, method.clone(), path)
+            .body(Full::default())
+            .expect("valid request");
+        let reply = send(&client, req).await;
+        assert_eq!(reply.status, status, "{method} {path}");
+        // The END_REQUEST is read after the client has its answer: wait for the
+        // connection to be back in the pool before the next request takes one.
+        assert!(
+            support::eventually(support::SOON, || gateway.state.load().pool.stats().idle
+                == 1)
+            .await,
+            "{method} {path}: the PHP-FPM connection never went back to the pool"
+        );
+    }
+    assert_eq!(
+        relay.total_connections(),
+        1,
+        "one PHP-FPM connection for all"
+    );
+}
