@@ -90,7 +90,7 @@ impl Drop for RequestRecord {
         let duration_us = duration.as_micros() as u64;
         if let Some(error) = &self.error {
             tracing::warn!(
-                target: "access",
+                target: crate::logging::ACCESS_TARGET,
                 tenant,
                 method = %self.method,
                 path = %self.path,
@@ -104,7 +104,7 @@ impl Drop for RequestRecord {
             );
         } else {
             tracing::info!(
-                target: "access",
+                target: crate::logging::ACCESS_TARGET,
                 tenant,
                 method = %self.method,
                 path = %self.path,
