@@ -359,22 +359,57 @@ impl Resolver<'_> {
     /// and again for the root. Any doubt (a symlink, an error, `..`) answers `false` and
     /// leaves the decision to realpath.
     fn no_symlink_below_root(&self, path: &Path, leaf: Leaf) -> bool {
-        let Ok(below) = path.strip_prefix(self.root) else {
+        let Some(names) = self
+            .names_below_root(path)
+            .or_else(|| self.normal_components_below_root(path))
+        else {
             return false;
         };
-        let mut names = 0;
-        for component in below.components() {
-            if !matches!(component, Component::Normal(_)) {
-                return false;
-            }
-            names += 1;
-        }
         // `path` itself (unless `entry` already lstat'ed it), then each parent up to (not
         // including) the root.
         let skip = usize::from(leaf == Leaf::Plain);
         path.ancestors().take(names).skip(skip).all(|prefix| {
             fs::symlink_metadata(prefix).is_ok_and(|meta| !meta.file_type().is_symlink())
         })
+    }
+}
+
+impl Resolver<'_> {
+    /// How many names `path` has below the root, when its bytes are the root's followed
+    /// by `/name/name...` with no empty, `.` or `..` name: how [`RequestPath::fs_path`]
+    /// builds every path. `None` leaves it to the component-wise
+    /// [`Self::normal_components_below_root`], which gives the same count where both
+    /// answer but costs several times as much (`Path::strip_prefix` and `components`
+    /// parse both paths).
+    fn names_below_root(&self, path: &Path) -> Option<usize> {
+        use std::os::unix::ffi::OsStrExt;
+        let root = self.root.as_os_str().as_bytes();
+        let root = root.strip_suffix(b"/").unwrap_or(root);
+        let rest = path.as_os_str().as_bytes().strip_prefix(root)?;
+        if rest.is_empty() {
+            return Some(0);
+        }
+        let mut names = 0;
+        for name in rest.strip_prefix(b"/")?.split(|&b| b == b'/') {
+            if name.is_empty() || name == b"." || name == b".." {
+                return None;
+            }
+            names += 1;
+        }
+        Some(names)
+    }
+
+    /// How many components `path` has below the root, if all are plain names.
+    fn normal_components_below_root(&self, path: &Path) -> Option<usize> {
+        let below = path.strip_prefix(self.root).ok()?;
+        let mut names = 0;
+        for component in below.components() {
+            if !matches!(component, Component::Normal(_)) {
+                return None;
+            }
+            names += 1;
+        }
+        Some(names)
     }
 }
 
@@ -482,6 +517,36 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         root: PathBuf,
+    }
+
+    #[test]
+    fn the_byte_wise_name_count_agrees_with_the_component_wise_one() {
+        let cases = [
+            ("/srv/app", "/srv/app/x.php", Some(1)),
+            ("/srv/app/", "/srv/app/a/b/x.php", Some(3)),
+            ("/srv/app", "/srv/app", Some(0)),
+            ("/", "/x.php", Some(1)),
+            ("/srv/./app", "/srv/./app/x.php", Some(1)),
+            // A sibling sharing the root's bytes, and names the fast path leaves alone.
+            ("/srv/app", "/srv/application/x.php", None),
+            ("/srv/app", "/srv/app/../x.php", None),
+            ("/srv/app", "/srv/app//x.php", None),
+        ];
+        for (root, path, fast) in cases {
+            let resolver = Resolver {
+                root: Path::new(root),
+                index: "index.php",
+            };
+            let path = Path::new(path);
+            assert_eq!(resolver.names_below_root(path), fast, "{root} {path:?}");
+            if let Some(names) = fast {
+                assert_eq!(
+                    resolver.normal_components_below_root(path),
+                    Some(names),
+                    "{root} {path:?}"
+                );
+            }
+        }
     }
 
     fn fixture() -> Fixture {
