@@ -88,6 +88,20 @@ impl Drop for RequestRecord {
         // Whole microseconds: exact, and cheap to format. The line's timestamp is the time.
         let fpm_us = self.fpm_time.map(|t| t.as_micros() as u64);
         let duration_us = duration.as_micros() as u64;
+        let direct = crate::logging::write_access_line(&crate::logging::AccessLine {
+            tenant,
+            method: &self.method,
+            path: &self.path,
+            status: self.status,
+            bytes_out: self.bytes_out,
+            duration_us,
+            fpm_us,
+            completed: self.completed,
+            error: self.error.as_deref(),
+        });
+        if direct {
+            return;
+        }
         if let Some(error) = &self.error {
             tracing::warn!(
                 target: crate::logging::ACCESS_TARGET,
