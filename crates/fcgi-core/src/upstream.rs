@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::error::{Error, Kind};
@@ -93,17 +93,44 @@ pub(crate) enum Stream {
     Unix(UnixStream),
 }
 
+/// How hard [`Stream::is_reusable`] looks at a kept connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LivenessCheck {
+    /// Ask the socket every time.
+    Thorough,
+    /// Ask the socket only when the reactor saw it become readable.
+    Cheap,
+}
+
 impl Stream {
     /// Whether a kept connection still looks usable: the server has neither closed it nor
     /// sent bytes that belong to no request. Never blocks.
-    pub(crate) fn is_reusable(&self) -> bool {
-        let sock = match self {
-            Self::Tcp(s) => socket2::SockRef::from(s),
-            Self::Unix(s) => socket2::SockRef::from(s),
+    ///
+    /// `Thorough` always asks the socket (a `MSG_PEEK` read). `Cheap` asks it only when
+    /// the reactor has seen it become readable since a read last drained it: a server that
+    /// closed the connection or sent stray bytes did make it readable, so the only miss is
+    /// a close the reactor has not polled yet, the same race the peek has with a close
+    /// still in flight. It saves a system call on nearly every reuse, so it is for
+    /// requests that are replayed on a fresh connection when a reused one turns out dead.
+    pub(crate) fn is_reusable(&self, check: LivenessCheck) -> bool {
+        fn peek(sock: socket2::SockRef<'_>) -> io::Result<usize> {
+            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            sock.peek(&mut probe)
+        }
+        let result = match (self, check) {
+            (Self::Tcp(s), LivenessCheck::Thorough) => peek(socket2::SockRef::from(s)),
+            (Self::Unix(s), LivenessCheck::Thorough) => peek(socket2::SockRef::from(s)),
+            // `try_io` runs the peek only when the socket is marked readable, and clears
+            // the mark when the peek would block.
+            (Self::Tcp(s), LivenessCheck::Cheap) => {
+                s.try_io(Interest::READABLE, || peek(socket2::SockRef::from(s)))
+            }
+            (Self::Unix(s), LivenessCheck::Cheap) => {
+                s.try_io(Interest::READABLE, || peek(socket2::SockRef::from(s)))
+            }
         };
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         // The socket is non-blocking (tokio set it so): WouldBlock means idle and open.
-        matches!(sock.peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 

@@ -88,9 +88,23 @@ impl Drop for RequestRecord {
         // Whole microseconds: exact, and cheap to format. The line's timestamp is the time.
         let fpm_us = self.fpm_time.map(|t| t.as_micros() as u64);
         let duration_us = duration.as_micros() as u64;
+        let direct = crate::logging::write_access_line(&crate::logging::AccessLine {
+            tenant,
+            method: &self.method,
+            path: &self.path,
+            status: self.status,
+            bytes_out: self.bytes_out,
+            duration_us,
+            fpm_us,
+            completed: self.completed,
+            error: self.error.as_deref(),
+        });
+        if direct {
+            return;
+        }
         if let Some(error) = &self.error {
             tracing::warn!(
-                target: "access",
+                target: crate::logging::ACCESS_TARGET,
                 tenant,
                 method = %self.method,
                 path = %self.path,
@@ -104,7 +118,7 @@ impl Drop for RequestRecord {
             );
         } else {
             tracing::info!(
-                target: "access",
+                target: crate::logging::ACCESS_TARGET,
                 tenant,
                 method = %self.method,
                 path = %self.path,

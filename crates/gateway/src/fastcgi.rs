@@ -118,11 +118,15 @@ where
         .await
         .map_err(|err| GatewayError::from_fastcgi(&err, config.server.retry_after))?;
     let (status, mut headers, mut fpm_body) = response.into_parts();
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    // PHP rarely sends any of them: one pass over its few headers is cheaper than hashing
+    // each name for a removal that finds nothing.
+    if headers.keys().any(is_hop_by_hop) {
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        headers.remove("keep-alive");
+        headers.remove("proxy-connection");
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
     let body = if parts.method == http::Method::HEAD {
         // PHP sends no body for HEAD; reading to END_REQUEST lets the connection be reused.
         while let Some(frame) = fpm_body.frame().await {
@@ -139,6 +143,11 @@ where
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+/// Whether a response header describes one hop only and must not be passed on.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
 }
 
 /// The request's `Content-Length`, if it has a valid one.
@@ -159,5 +168,28 @@ fn params_error(err: crate::cgi::params::ParamsBuildError) -> GatewayError {
     match &err {
         ParamsBuildError::UriTooLong { .. } => GatewayError::uri_too_long(err.to_string()),
         ParamsBuildError::HeaderTooLarge { .. } => GatewayError::header_too_large(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_recognised_and_others_pass() {
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+            "trailer",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-type", "set-cookie", "x-keep-alive", "location"] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
     }
 }

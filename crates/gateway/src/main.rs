@@ -214,7 +214,10 @@ fn serve(config: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(gateway::run(&config, gateway::shutdown_signal())) {
+    let result = runtime.block_on(gateway::run(&config, gateway::shutdown_signal()));
+    // Access lines are written in batches: the last ones go out before the process does.
+    gateway::logging::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "gateway stopped");

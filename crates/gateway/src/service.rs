@@ -178,7 +178,11 @@ fn log_error(err: &GatewayError, tenant: Option<&str>) {
 /// Headers every response gets: our `Server`, and no `X-Powered-By`.
 fn finish_headers(response: &mut Response<GatewayBody>) {
     let headers = response.headers_mut();
-    headers.remove("x-powered-by");
+    // A scan of the few headers is cheaper than parsing and hashing the name to remove
+    // it, and the header is usually absent (`expose_php = Off`).
+    if headers.keys().any(|name| name == "x-powered-by") {
+        headers.remove("x-powered-by");
+    }
     headers.insert(header::SERVER, HeaderValue::from_static("fcgi-gateway"));
 }
 

@@ -23,7 +23,7 @@ use crate::proto::params::NameValueIter;
 use crate::proto::record::{RecordType, Role};
 use crate::proto::response::{Event, ResponseDecoder};
 use crate::proto::{cgi::CgiHead, decoder::RecordDecoder, ProtocolError};
-use crate::upstream::{Stream, Upstream};
+use crate::upstream::{LivenessCheck, Stream, Upstream};
 
 /// PHP-FPM serves one request per connection, so every request uses id 1.
 pub(crate) const REQUEST_ID: u16 = 1;
@@ -120,8 +120,11 @@ impl Connection {
 
     /// Whether this connection can carry another request: kept open by both sides, and
     /// the socket is neither closed nor holding stray bytes.
-    pub(crate) fn is_reusable(&self) -> bool {
-        self.config.keep_conn && !self.eof && self.read_buf.is_empty() && self.stream.is_reusable()
+    pub(crate) fn is_reusable(&self, check: LivenessCheck) -> bool {
+        self.config.keep_conn
+            && !self.eof
+            && self.read_buf.is_empty()
+            && self.stream.is_reusable(check)
     }
 
     /// Reads what is available (waiting up to the read timeout). Returns 0 at EOF.

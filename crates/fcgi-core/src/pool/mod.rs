@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use crate::client::connection::{exchange, into_response, mark_idle};
 use crate::client::{ClientConfig, Connection, QueueKey, Request, Response};
 use crate::error::{Error, Kind};
-use crate::upstream::Upstream;
+use crate::upstream::{LivenessCheck, Upstream};
 use queue::FairQueue;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -214,7 +214,14 @@ impl Pool {
             ..
         } = request;
         let key = queue.unwrap_or_else(default_key);
-        let mut lease = self.acquire(key, max_concurrency).await?;
+        // A replayable request survives a dead kept connection (it is sent again on a fresh
+        // one), so it may skip the liveness system call on reuse; others may not.
+        let check = if replayable {
+            LivenessCheck::Cheap
+        } else {
+            LivenessCheck::Thorough
+        };
+        let mut lease = self.acquire(key, max_concurrency, check).await?;
         let mut stderr = crate::client::stderr::StderrLines::new(stderr);
         let reused = lease.conn_mut().completed > 0;
         if replayable && reused {
@@ -237,7 +244,12 @@ impl Pool {
 
     /// Takes a connection for `key`: an idle one that still looks alive, a new one if the
     /// pool has room, or the next one freed, waiting in `key`'s queue.
-    async fn acquire(&self, key: QueueKey, cap: Option<usize>) -> Result<Lease, Error> {
+    async fn acquire(
+        &self,
+        key: QueueKey,
+        cap: Option<usize>,
+        check: LivenessCheck,
+    ) -> Result<Lease, Error> {
         let shared = &self.shared;
         let config = &shared.config;
         let (grant, waiter) = {
@@ -283,7 +295,7 @@ impl Pool {
             reusable: false,
         };
         match grant {
-            Grant::Conn(conn) if !idle_expired(&conn, config) && conn.is_reusable() => {
+            Grant::Conn(conn) if !idle_expired(&conn, config) && conn.is_reusable(check) => {
                 lease.conn = Some(conn);
             }
             // Dead, stale or never opened: open one on the slot this lease holds.

@@ -193,6 +193,15 @@ enum Entry {
     Denied,
 }
 
+/// What [`Resolver::entry`] learnt about the last name of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    /// lstat(2) saw it, and it is not a symlink.
+    Plain,
+    /// A symlink, or not looked at on its own.
+    Unknown,
+}
+
 struct Resolver<'a> {
     root: &'a Path,
     index: &'a str,
@@ -206,12 +215,13 @@ impl Resolver<'_> {
         // runs: `/uploads/evil.jpg/x.php` never executes `evil.jpg`.
         if let Some(php) = path.segments.iter().position(|s| ends_with_php(s)) {
             let script_path = path.fs_path(self.root, php + 1);
-            match self.entry(&script_path)? {
+            let (entry, leaf) = self.entry(&script_path)?;
+            match entry {
                 Entry::File => {
                     return self.php(
                         path.well_known,
                         path.url_prefix(php + 1),
-                        script_path,
+                        (script_path, leaf),
                         || path.rest_after(php + 1),
                     )
                 }
@@ -221,9 +231,10 @@ impl Resolver<'_> {
         }
 
         let target = path.fs_path(self.root, all);
-        match self.entry(&target)? {
+        let (entry, leaf) = self.entry(&target)?;
+        match entry {
             Entry::Dir if !path.trailing_slash => {
-                if !self.inside_root(&target)? {
+                if !self.inside_root(&target, leaf)? {
                     return Ok(Resolution::Forbidden);
                 }
                 let mut location = percent_encode_path(&path.url_prefix(all));
@@ -232,14 +243,15 @@ impl Resolver<'_> {
             }
             Entry::Dir => {
                 let script_path = target.join(self.index);
-                match self.entry(&script_path)? {
+                let (entry, leaf) = self.entry(&script_path)?;
+                match entry {
                     Entry::File => {
                         let mut script_name = path.url_prefix(all);
                         if !script_name.ends_with('/') {
                             script_name.push('/');
                         }
                         script_name.push_str(self.index);
-                        self.php(path.well_known, script_name, script_path, || None)
+                        self.php(path.well_known, script_name, (script_path, leaf), || None)
                     }
                     Entry::Denied => Ok(Resolution::Forbidden),
                     Entry::Dir | Entry::Absent => self.front_controller(),
@@ -248,9 +260,14 @@ impl Resolver<'_> {
             Entry::File => {
                 let name = path.segments.last().map_or("", String::as_str);
                 if ends_with_php(name) {
-                    return self.php(path.well_known, path.url_prefix(all), target, || None);
+                    return self.php(
+                        path.well_known,
+                        path.url_prefix(all),
+                        (target, leaf),
+                        || None,
+                    );
                 }
-                if is_php_source(name) || !self.inside_root(&target)? {
+                if is_php_source(name) || !self.inside_root(&target, leaf)? {
                     return Ok(Resolution::Forbidden);
                 }
                 Ok(Resolution::Static { file: target })
@@ -260,16 +277,16 @@ impl Resolver<'_> {
         }
     }
 
-    /// A script to run, once it is known to be a file; refused inside `/.well-known/` and
-    /// outside the root.
+    /// A script to run, once it is known to be a file (with what [`Self::entry`] learnt
+    /// of its last name); refused inside `/.well-known/` and outside the root.
     fn php(
         &self,
         in_well_known: bool,
         script_name: String,
-        script_path: PathBuf,
+        (script_path, leaf): (PathBuf, Leaf),
         path_info: impl FnOnce() -> Option<String>,
     ) -> Result<Resolution, ScriptError> {
-        if in_well_known || !self.inside_root(&script_path)? {
+        if in_well_known || !self.inside_root(&script_path, leaf)? {
             return Ok(Resolution::Forbidden);
         }
         Ok(Resolution::Php {
@@ -281,26 +298,46 @@ impl Resolver<'_> {
 
     fn front_controller(&self) -> Result<Resolution, ScriptError> {
         let script_path = self.root.join(self.index);
-        match self.entry(&script_path)? {
-            Entry::File => self.php(false, format!("/{}", self.index), script_path, || None),
+        let (entry, leaf) = self.entry(&script_path)?;
+        match entry {
+            Entry::File => self.php(
+                false,
+                format!("/{}", self.index),
+                (script_path, leaf),
+                || None,
+            ),
             Entry::Denied => Ok(Resolution::Forbidden),
             Entry::Dir | Entry::Absent => Ok(Resolution::NotFound),
         }
     }
 
-    fn entry(&self, path: &Path) -> Result<Entry, ScriptError> {
-        match fs::metadata(path) {
-            Ok(meta) if meta.is_file() => Ok(Entry::File),
-            Ok(meta) if meta.is_dir() => Ok(Entry::Dir),
+    /// What `path` is, with symlinks followed, and whether its last name is a symlink.
+    ///
+    /// lstat(2) first: for the usual plain file it answers both questions, so the
+    /// symlink check of [`Self::inside_root`] needs no second call for the last name.
+    /// Only a symlink costs a stat(2) as well. An lstat(2) error is the stat(2) error:
+    /// the two differ only in following the last name, which a failed lookup never
+    /// reaches.
+    fn entry(&self, path: &Path) -> Result<(Entry, Leaf), ScriptError> {
+        let (meta, leaf) = match fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_symlink() => (Ok(meta), Leaf::Plain),
+            Ok(_) => (fs::metadata(path), Leaf::Unknown),
+            Err(err) => (Err(err), Leaf::Unknown),
+        };
+        let entry = match meta {
+            Ok(meta) if meta.is_file() => Entry::File,
+            Ok(meta) if meta.is_dir() => Entry::Dir,
             // Sockets, FIFOs, devices: never served, never run.
-            Ok(_) => Ok(Entry::Denied),
-            Err(err) => classify(err),
-        }
+            Ok(_) => Entry::Denied,
+            Err(err) => classify(err)?,
+        };
+        Ok((entry, leaf))
     }
 
-    /// Whether `path`, with every symlink followed, is still under the root.
-    fn inside_root(&self, path: &Path) -> Result<bool, ScriptError> {
-        if self.no_symlink_below_root(path) {
+    /// Whether `path`, with every symlink followed, is still under the root. `leaf` says
+    /// whether its last name is already known not to be a symlink.
+    fn inside_root(&self, path: &Path, leaf: Leaf) -> Result<bool, ScriptError> {
+        if self.no_symlink_below_root(path, leaf) {
             return Ok(true);
         }
         let real = match fs::canonicalize(path) {
@@ -321,21 +358,58 @@ impl Resolver<'_> {
     /// realpath(3) costs a readlink(2) for every component from `/` down, for the path
     /// and again for the root. Any doubt (a symlink, an error, `..`) answers `false` and
     /// leaves the decision to realpath.
-    fn no_symlink_below_root(&self, path: &Path) -> bool {
-        let Ok(below) = path.strip_prefix(self.root) else {
+    fn no_symlink_below_root(&self, path: &Path, leaf: Leaf) -> bool {
+        let Some(names) = self
+            .names_below_root(path)
+            .or_else(|| self.normal_components_below_root(path))
+        else {
             return false;
         };
+        // `path` itself (unless `entry` already lstat'ed it), then each parent up to (not
+        // including) the root.
+        let skip = usize::from(leaf == Leaf::Plain);
+        path.ancestors().take(names).skip(skip).all(|prefix| {
+            fs::symlink_metadata(prefix).is_ok_and(|meta| !meta.file_type().is_symlink())
+        })
+    }
+}
+
+impl Resolver<'_> {
+    /// How many names `path` has below the root, when its bytes are the root's followed
+    /// by `/name/name...` with no empty, `.` or `..` name: how [`RequestPath::fs_path`]
+    /// builds every path. `None` leaves it to the component-wise
+    /// [`Self::normal_components_below_root`], which gives the same count where both
+    /// answer but costs several times as much (`Path::strip_prefix` and `components`
+    /// parse both paths).
+    fn names_below_root(&self, path: &Path) -> Option<usize> {
+        use std::os::unix::ffi::OsStrExt;
+        let root = self.root.as_os_str().as_bytes();
+        let root = root.strip_suffix(b"/").unwrap_or(root);
+        let rest = path.as_os_str().as_bytes().strip_prefix(root)?;
+        if rest.is_empty() {
+            return Some(0);
+        }
         let mut names = 0;
-        for component in below.components() {
-            if !matches!(component, Component::Normal(_)) {
-                return false;
+        for name in rest.strip_prefix(b"/")?.split(|&b| b == b'/') {
+            if name.is_empty() || name == b"." || name == b".." {
+                return None;
             }
             names += 1;
         }
-        // `path` itself, then each parent up to (not including) the root.
-        path.ancestors().take(names).all(|prefix| {
-            fs::symlink_metadata(prefix).is_ok_and(|meta| !meta.file_type().is_symlink())
-        })
+        Some(names)
+    }
+
+    /// How many components `path` has below the root, if all are plain names.
+    fn normal_components_below_root(&self, path: &Path) -> Option<usize> {
+        let below = path.strip_prefix(self.root).ok()?;
+        let mut names = 0;
+        for component in below.components() {
+            if !matches!(component, Component::Normal(_)) {
+                return None;
+            }
+            names += 1;
+        }
+        Some(names)
     }
 }
 
@@ -443,6 +517,36 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         root: PathBuf,
+    }
+
+    #[test]
+    fn the_byte_wise_name_count_agrees_with_the_component_wise_one() {
+        let cases = [
+            ("/srv/app", "/srv/app/x.php", Some(1)),
+            ("/srv/app/", "/srv/app/a/b/x.php", Some(3)),
+            ("/srv/app", "/srv/app", Some(0)),
+            ("/", "/x.php", Some(1)),
+            ("/srv/./app", "/srv/./app/x.php", Some(1)),
+            // A sibling sharing the root's bytes, and names the fast path leaves alone.
+            ("/srv/app", "/srv/application/x.php", None),
+            ("/srv/app", "/srv/app/../x.php", None),
+            ("/srv/app", "/srv/app//x.php", None),
+        ];
+        for (root, path, fast) in cases {
+            let resolver = Resolver {
+                root: Path::new(root),
+                index: "index.php",
+            };
+            let path = Path::new(path);
+            assert_eq!(resolver.names_below_root(path), fast, "{root} {path:?}");
+            if let Some(names) = fast {
+                assert_eq!(
+                    resolver.normal_components_below_root(path),
+                    Some(names),
+                    "{root} {path:?}"
+                );
+            }
+        }
     }
 
     fn fixture() -> Fixture {
