@@ -1,5 +1,5 @@
 //! The `gateway` binary: command-line parsing only; everything else is in the library
-//! ([`gateway::run`] for `serve`, [`gateway::cli`] for the other commands).
+//! ([`gateway::Gateway`] for `serve`, [`gateway::cli`] for the other commands).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -202,27 +202,40 @@ fn print<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
     }
 }
 
-fn serve(config: PathBuf) -> ExitCode {
-    // Two cores is the common case for this server: one worker thread per core, no more.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+fn serve(path: PathBuf) -> ExitCode {
+    // Loaded before the runtime exists, which it sizes.
+    let config = match gateway::config::Config::load(&path) {
+        Ok(config) => config,
+        Err(err) => return stopped(&err),
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Default: one worker thread per core (or `TOKIO_WORKER_THREADS`), no more.
+    if let Some(threads) = config.server.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(gateway::run(&config, gateway::shutdown_signal()));
+    let result = runtime.block_on(async move {
+        let gateway = gateway::Gateway::bind(config).await?;
+        gateway.serve(gateway::shutdown_signal()).await;
+        Ok::<(), gateway::RunError>(())
+    });
     // Access lines are written in batches: the last ones go out before the process does.
     gateway::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = %err, "gateway stopped");
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
+        Err(err) => stopped(&err),
     }
+}
+
+/// Reports why the gateway could not run (or stopped) and fails.
+fn stopped(err: &dyn std::fmt::Display) -> ExitCode {
+    tracing::error!(error = %err, "gateway stopped");
+    eprintln!("error: {err}");
+    ExitCode::FAILURE
 }

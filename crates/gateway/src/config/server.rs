@@ -27,6 +27,8 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(120);
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default number of requests allowed to wait for a PHP-FPM connection.
 pub const DEFAULT_MAX_QUEUE: usize = 4096;
+/// Most runtime worker threads `worker_threads` may ask for.
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 /// The validated `[server]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,9 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// How many requests may wait for a PHP-FPM connection at once (503 beyond).
     pub max_queue: usize,
+    /// Runtime worker threads; one per core when `None`. Read at startup only (like
+    /// nginx's `worker_processes`, it sizes the process, not a request).
+    pub worker_threads: Option<usize>,
 }
 
 /// The admin API's bearer token. Never printed: `Debug` shows `"<redacted>"`.
@@ -114,6 +119,7 @@ pub(crate) struct RawServer {
     retry_after: Option<HumanDuration>,
     queue_timeout: Option<HumanDuration>,
     max_queue: Option<usize>,
+    worker_threads: Option<usize>,
 }
 
 /// A string or a list of strings: `listen = "a"` and `listen = ["a", "b"]` both read well.
@@ -207,6 +213,15 @@ impl RawServer {
                     .at(keys(&["server", "max_headers"])),
             );
         }
+        if let Some(threads) = self.worker_threads {
+            if !(1..=MAX_WORKER_THREADS).contains(&threads) {
+                return Err(ConfigError::invalid(
+                    "server.worker_threads",
+                    format!("must be from 1 to {MAX_WORKER_THREADS}, not {threads}"),
+                )
+                .at(keys(&["server", "worker_threads"])));
+            }
+        }
         let suspended_page = match self.suspended_page {
             None => None,
             Some(page) => {
@@ -241,6 +256,7 @@ impl RawServer {
             retry_after: self.retry_after.map_or(DEFAULT_RETRY_AFTER, |d| d.0),
             queue_timeout: self.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |d| d.0),
             max_queue: self.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
+            worker_threads: self.worker_threads,
         })
     }
 
@@ -355,6 +371,19 @@ mod tests {
         assert_eq!(server.max_headers, 100);
         assert_eq!(server.keepalive_timeout, Duration::from_secs(75));
         assert_eq!(server.admin, None);
+        assert_eq!(server.worker_threads, None);
+    }
+
+    #[test]
+    fn worker_threads_must_be_at_least_one() {
+        let server = raw("listen = \"127.0.0.1:8080\"\nworker_threads = 1")
+            .validate(Path::new("/"))
+            .unwrap();
+        assert_eq!(server.worker_threads, Some(1));
+        let err = raw("listen = \"127.0.0.1:8080\"\nworker_threads = 0")
+            .validate(Path::new("/"))
+            .unwrap_err();
+        assert!(err.to_string().contains("worker_threads"), "{err}");
     }
 
     #[test]
