@@ -135,7 +135,7 @@ fn main() {
         );
     }
 
-    let mut kinds = vec![Kind::Gateway, Kind::GatewayQuiet];
+    let mut kinds = vec![Kind::Gateway, Kind::GatewayQuiet, Kind::GatewayOneThread];
     if tools.nginx {
         kinds.extend([Kind::NginxKeepalive, Kind::NginxPlain]);
     }

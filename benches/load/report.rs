@@ -224,11 +224,18 @@ impl Results {
                 met: None,
             },
         };
-        // nginx runs with its access log off: say where the quiet gateway stands too.
+        // nginx runs with its access log off and one worker: say where the quiet and the
+        // one-thread gateways stand too.
         let quiet = Self::row(&self.c32, "gateway_quiet");
+        let one_thread = Self::row(&self.c32, "gateway_one_thread");
         let with_quiet = |mut target: Target, value: fn(&Row) -> f64| {
             if let (Some(q), Some(n)) = (quiet, nginx) {
-                target.measured += &format!(" (access log off: {:.2}×)", value(q) / value(n));
+                target.measured += &format!(" (access log off: {:.2}×", value(q) / value(n));
+                if let Some(o) = one_thread {
+                    target.measured +=
+                        &format!("; worker_threads = 1: {:.2}×", value(o) / value(n));
+                }
+                target.measured += ")";
             }
             target
         };
@@ -349,7 +356,7 @@ impl Results {
              serving the one-line `hello.php`; load from `wrk -t1 -cN -d{}s --latency` on the \
              same 2 cores. Gateway: shipped defaults, `max_connections = 4`, access log ON \
              (text on stderr, to a file outside the config's directory, which the gateway \
-             watches); the \"access log off\" row sets `RUST_LOG=warn`. \
+             watches); the \"access log off\" row sets `RUST_LOG=warn`, the \"worker_threads = 1\" row sets that in `[server]`. \
              nginx: 1 worker, access_log off, `fastcgi_keep_conn on` + upstream `keepalive 4` \
              (or neither). Caddy: `php_fastcgi`, defaults. CPU = utime+stime of the server's \
              process tree over the run ÷ requests; RSS = VmHWM summed over the tree. PHP-FPM \

@@ -27,6 +27,9 @@ pub enum Kind {
     Gateway,
     /// The gateway with `RUST_LOG=warn`: no access log.
     GatewayQuiet,
+    /// The gateway with `worker_threads = 1`: one runtime thread, as nginx has one
+    /// worker here.
+    GatewayOneThread,
     /// The gateway with tenant A capped at `max_concurrency = 3`: one PHP-FPM worker
     /// always left for the other tenants (fairness scenario only).
     GatewayCapped,
@@ -44,6 +47,7 @@ impl Kind {
         match self {
             Kind::Gateway => "gateway",
             Kind::GatewayQuiet => "gateway, access log off",
+            Kind::GatewayOneThread => "gateway, worker_threads = 1",
             Kind::GatewayCapped => "gateway, A max_concurrency = 3",
             Kind::NginxKeepalive => "nginx keepalive",
             Kind::NginxPlain => "nginx no keepalive",
@@ -56,6 +60,7 @@ impl Kind {
         match self {
             Kind::Gateway => "gateway",
             Kind::GatewayQuiet => "gateway_quiet",
+            Kind::GatewayOneThread => "gateway_one_thread",
             Kind::GatewayCapped => "gateway_capped",
             Kind::NginxKeepalive => "nginx_keepalive",
             Kind::NginxPlain => "nginx_plain",
@@ -97,10 +102,15 @@ impl Server {
             .tempdir()
             .expect("cannot create a temp dir");
         let (port, process) = match kind {
-            Kind::Gateway | Kind::GatewayQuiet | Kind::GatewayCapped => {
+            Kind::Gateway | Kind::GatewayQuiet | Kind::GatewayOneThread | Kind::GatewayCapped => {
                 let port = free_port();
                 let tenants = default_tenants(kind == Kind::GatewayCapped);
-                let config = gateway_config(port, &upstream, &tenants);
+                let threads = if kind == Kind::GatewayOneThread {
+                    "worker_threads = 1\n"
+                } else {
+                    ""
+                };
+                let config = gateway_config(port, &upstream, threads, &tenants);
                 let quiet = kind == Kind::GatewayQuiet;
                 (port, spawn_gateway(gateway_bin, dir.path(), &config, quiet))
             }
@@ -136,7 +146,7 @@ impl Server {
             .tempdir()
             .expect("cannot create a temp dir");
         let port = free_port();
-        let config = gateway_config(port, &upstream, tenants);
+        let config = gateway_config(port, &upstream, "", tenants);
         let process = spawn_gateway(gateway_bin, dir.path(), &config, false);
         let mut server = Server {
             kind: Kind::Gateway,
@@ -258,10 +268,11 @@ fn default_tenants(cap_a: bool) -> String {
 
 /// The gateway's `tenants.toml`: shipped defaults except the pool size, which matches
 /// PHP-FPM's workers.
-fn gateway_config(port: u16, upstream: &str, tenants: &str) -> String {
+fn gateway_config(port: u16, upstream: &str, server_extra: &str, tenants: &str) -> String {
     format!(
         "[server]\n\
-         listen = \"127.0.0.1:{port}\"\n\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         {server_extra}\n\
          [fastcgi]\n\
          upstream = \"{upstream}\"\n\
          root = \"{root}\"\n\
