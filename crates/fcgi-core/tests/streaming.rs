@@ -17,7 +17,8 @@ use http::StatusCode;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 
-use common::{get, pool, script_params, start_fpm, within, Crc32, Memory};
+use common::{get, pool, script_params, start_fpm, within, Memory};
+use fpm_harness::Crc32;
 
 /// One test at a time measures memory.
 static MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

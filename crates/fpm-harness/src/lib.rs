@@ -13,6 +13,7 @@
 //! # Ok::<(), fpm_harness::HarnessError>(())
 //! ```
 
+mod checksum;
 mod error;
 mod fpm;
 mod locate;
@@ -21,6 +22,7 @@ mod nginx;
 mod process;
 mod relay;
 
+pub use checksum::Crc32;
 pub use error::{HarnessError, Result};
 pub use fpm::{Fpm, FpmConfig, Listen};
 pub use locate::{fixtures_dir, nginx_binary, php_fpm_binary, NGINX_BIN_ENV, PHP_FPM_BIN_ENV};

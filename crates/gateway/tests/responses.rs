@@ -8,11 +8,12 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fpm_harness::Crc32;
 use futures_util::stream;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use support::multi_tenant::{full, request, TestGateway};
-use support::payload::{pattern, Crc32};
+use support::payload::pattern;
 use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

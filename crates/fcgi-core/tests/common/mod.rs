@@ -129,49 +129,6 @@ pub async fn text(response: Response) -> Result<(http::StatusCode, String), fcgi
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// CRC-32 (IEEE, as PHP's `crc32b` and zlib compute it), fed in pieces.
-#[derive(Debug, Clone)]
-pub struct Crc32 {
-    table: [u32; 256],
-    state: u32,
-}
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        let mut table = [0u32; 256];
-        for (i, slot) in table.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *slot = c;
-        }
-        Self {
-            table,
-            state: 0xffff_ffff,
-        }
-    }
-}
-
-impl Crc32 {
-    pub fn update(&mut self, bytes: &[u8]) {
-        let mut c = self.state;
-        for &b in bytes {
-            c = self.table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-        }
-        self.state = c;
-    }
-
-    /// Lowercase hex, as PHP's `hash_final` prints it.
-    pub fn hex(&self) -> String {
-        format!("{:08x}", self.state ^ 0xffff_ffff)
-    }
-}
-
 /// The process's resident memory now and at its peak, in KiB (`/proc/self/status`).
 #[derive(Debug, Clone, Copy)]
 pub struct Memory {

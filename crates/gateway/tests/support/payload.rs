@@ -1,5 +1,6 @@
-//! Test payloads whose corruption shows (a byte pattern and the CRC-32 PHP computes), and
-//! this process's memory, for tests that bound what streaming costs.
+//! Test payloads whose corruption shows (a byte pattern; the CRC-32 PHP computes is
+//! `fpm_harness::Crc32`), and this process's memory, for tests that bound what streaming
+//! costs.
 
 use bytes::Bytes;
 
@@ -11,49 +12,6 @@ pub fn pattern_byte(k: u64) -> u8 {
 /// `len` bytes of [`pattern_byte`] starting at offset `from`.
 pub fn pattern(from: u64, len: usize) -> Bytes {
     (0..len as u64).map(|i| pattern_byte(from + i)).collect()
-}
-
-/// CRC-32 (IEEE, as PHP's `crc32b` computes it), fed in pieces.
-#[derive(Debug, Clone)]
-pub struct Crc32 {
-    table: [u32; 256],
-    state: u32,
-}
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        let mut table = [0u32; 256];
-        for (i, slot) in table.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *slot = c;
-        }
-        Self {
-            table,
-            state: 0xFFFF_FFFF,
-        }
-    }
-}
-
-impl Crc32 {
-    /// Adds `data`.
-    pub fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.state =
-                self.table[((self.state ^ u32::from(b)) & 0xFF) as usize] ^ (self.state >> 8);
-        }
-    }
-
-    /// The checksum as PHP prints it: 8 lowercase hex digits.
-    pub fn hex(&self) -> String {
-        format!("{:08x}", self.state ^ 0xFFFF_FFFF)
-    }
 }
 
 /// The peak resident set size of this process (`VmHWM`), in bytes.
