@@ -139,7 +139,9 @@ async fn accept_loop(
         };
         let svc = service.clone();
         let hyper_service = service_fn(move |req: hyper::Request<Incoming>| {
-            let response = svc.serve_request(req, info);
+            // Boxed: the request's future (about 4 KB) then lives only while a request
+            // runs, not inline in every connection's task, idle keep-alive ones included.
+            let response = Box::pin(svc.serve_request(req, info));
             async move { Ok::<_, std::convert::Infallible>(response.await) }
         });
         let conn = builder

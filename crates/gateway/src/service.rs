@@ -88,8 +88,9 @@ where
 
 impl GatewayService {
     /// Serves one request from a connection whose ends the caller knows. The server uses
-    /// this instead of `tower::Service::call`: no boxed future, and no extension map to
-    /// allocate for the connection info.
+    /// this instead of `tower::Service::call`: no extension map to allocate for the
+    /// connection info, and the caller decides where the future lives (the server boxes
+    /// it, so idle keep-alive connections do not carry it).
     pub fn serve_request<B>(
         &self,
         req: Request<B>,
