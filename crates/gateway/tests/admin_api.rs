@@ -16,14 +16,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
 use gateway::config::Config;
-use gateway::Gateway;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use tokio::sync::oneshot;
 
 use support::logs::LogCapture;
 use support::multi_tenant::send_to as send;
-use support::{eventually, Reply, REQUEST_LIMIT};
+use support::{eventually, Reply, Served, REQUEST_LIMIT};
 
 /// The admin token of every test gateway.
 const TOKEN: &str = "admin-token-5f1c9e";
@@ -73,7 +71,7 @@ struct Harness {
     // Holds the config directory for the gateway's lifetime.
     _dir: tempfile::TempDir,
     // Dropping it stops the gateway.
-    _stop: oneshot::Sender<()>,
+    _served: Served,
     // Killed on drop.
     _fpm: Fpm,
 }
@@ -104,20 +102,14 @@ impl Harness {
         let config = dir.path().join("tenants.toml");
         std::fs::write(&config, text).expect("write the config");
         let loaded = Config::load(&config).unwrap_or_else(|err| panic!("test config: {err}"));
-        let gateway = Gateway::bind(loaded).await.expect("gateway binds port 0");
-        let addr = gateway.local_addrs()[0];
-        let admin = gateway.admin_addr().expect("the admin API is configured");
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(gateway.serve(async move {
-            let _ = stopped.await;
-        }));
+        let served = Served::bind(loaded).await;
         Harness {
-            addr,
-            admin,
+            addr: served.addr,
+            admin: served.admin.expect("the admin API is configured"),
             config,
             fpm_access_log,
             _dir: dir,
-            _stop: stop,
+            _served: served,
             _fpm: fpm,
         }
     }

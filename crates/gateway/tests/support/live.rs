@@ -4,22 +4,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway::config::Config;
-use gateway::reload::Reloader;
-use gateway::snapshot::SharedState;
-use gateway::Gateway;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use super::{eventually, within, Reply, REQUEST_LIMIT, SOON};
+use super::{eventually, Reply, Served, REQUEST_LIMIT, SOON};
 
 /// `value` as a TOML basic string (paths with backslashes or quotes stay intact).
 pub fn toml_string(value: impl std::fmt::Display) -> String {
@@ -34,38 +28,17 @@ pub fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename temp config over the config");
 }
 
-/// A gateway serving on a free loopback port until [`LiveGateway::shutdown`] or drop.
-pub struct LiveGateway {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Current snapshot and telemetry.
-    pub state: Arc<SharedState>,
-    /// The reloader `serve` runs the file watcher with.
-    pub reloader: Arc<Reloader>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
+/// A gateway serving a config file on a free loopback port until
+/// [`LiveGateway::shutdown`] or drop; its [`Served`] fields (`addr`, `state`, `reloader`)
+/// are reached through it.
+pub struct LiveGateway(Served);
 
 impl LiveGateway {
     /// Loads the config at `path` (whose `listen` must be `127.0.0.1:0`), binds it, and
     /// serves it on the current runtime.
     pub async fn start(path: &Path) -> LiveGateway {
         let config = Config::load(path).unwrap_or_else(|err| panic!("test config: {err}"));
-        let gateway = Gateway::bind(config).await.expect("gateway binds port 0");
-        let addr = gateway.local_addrs()[0];
-        let state = gateway.state().clone();
-        let reloader = gateway.reloader().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.serve(async {
-            let _ = stopped.await;
-        }));
-        LiveGateway {
-            addr,
-            state,
-            reloader,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        LiveGateway(Served::bind(config).await)
     }
 
     /// Starts the gateway and returns once its file watcher is proven live (see
@@ -85,23 +58,16 @@ impl LiveGateway {
 
     /// Stops accepting, lets in-flight requests finish, and waits for `serve` to return
     /// (which includes the usage flusher's last flush).
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            within(SOON, "the gateway to shut down", task)
-                .await
-                .expect("serve does not panic");
-        }
+    pub async fn shutdown(self) {
+        self.0.stopped(SOON).await;
     }
 }
 
-impl Drop for LiveGateway {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+impl std::ops::Deref for LiveGateway {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.0
     }
 }
 

@@ -23,11 +23,19 @@ pub mod prometheus;
 pub mod single_tenant;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fpm_harness::{Fpm, FpmConfig};
+use gateway::config::Config;
+use gateway::reload::Reloader;
+use gateway::snapshot::SharedState;
+use gateway::Gateway;
 use http::{HeaderMap, StatusCode};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Bound for one ordinary request against a local PHP-FPM: far above what it takes on a
 /// busy 2-core machine, far below "hung".
@@ -100,5 +108,68 @@ impl Reply {
         self.headers
             .get(name)
             .map(|v| v.to_str().expect("ASCII header"))
+    }
+}
+
+/// The gateway for a config whose `listen` is `127.0.0.1:0`, bound and served on the
+/// current runtime until [`Served::stop`], [`Served::stopped`] or drop. Every harness
+/// below runs the gateway through it.
+pub struct Served {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The admin API's address, when the config has one.
+    pub admin: Option<SocketAddr>,
+    /// Current snapshot and telemetry, to look at the pool and the registry.
+    pub state: Arc<SharedState>,
+    /// The reloader `serve` runs the file watcher with.
+    pub reloader: Arc<Reloader>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Served {
+    /// Binds a gateway for `config` and serves it on the current runtime.
+    pub async fn bind(config: Config) -> Served {
+        let gateway = Gateway::bind(config).await.expect("gateway binds port 0");
+        let addr = gateway.local_addrs()[0];
+        let admin = gateway.admin_addr();
+        let state = gateway.state().clone();
+        let reloader = gateway.reloader().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(async {
+            let _ = stopped.await;
+        }));
+        Served {
+            addr,
+            admin,
+            state,
+            reloader,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts a graceful shutdown: stop accepting, finish in-flight requests.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops, and waits up to `limit` for `serve` to return (which includes the usage
+    /// flusher's last flush).
+    pub async fn stopped(mut self, limit: Duration) {
+        self.stop();
+        let task = self.task.take().expect("serve task is there until stopped");
+        within(limit, "the gateway to stop", task)
+            .await
+            .expect("serve did not panic");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // Stops the accept loops; the runtime ending with the test takes the rest.
+        self.stop();
     }
 }

@@ -8,16 +8,14 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
 use gateway::config::Config;
-use gateway::Gateway;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
-use super::{start_fpm, within, Reply, REQUEST_LIMIT};
+use super::{start_fpm, within, Reply, Served, REQUEST_LIMIT};
 
 /// The tenants most tests use. Each one carries a `TENANT_ID` param so a test can see
 /// which tenant served a request through `/params.php?only=TENANT_ID`.
@@ -47,8 +45,8 @@ params = { TENANT_ID = "exact", DBPASS = "secret-exact" }
 pub struct TestGateway {
     /// Where the gateway listens.
     pub addr: SocketAddr,
-    // Dropping it stops the gateway (the shutdown future completes on a closed channel).
-    _stop: oneshot::Sender<()>,
+    // Dropping it stops the gateway; declared first, so before PHP-FPM goes.
+    _served: Served,
     // Kept alive for the gateway's lifetime; killed on drop.
     _fpm: Fpm,
 }
@@ -74,15 +72,10 @@ impl TestGateway {
         );
         let config = Config::parse(&text, "tenants.toml", std::env::temp_dir())
             .unwrap_or_else(|err| panic!("test config is valid: {err}\n{text}"));
-        let gateway = Gateway::bind(config).await.expect("gateway binds port 0");
-        let addr = gateway.local_addrs()[0];
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(gateway.serve(async move {
-            let _ = stopped.await;
-        }));
+        let served = Served::bind(config).await;
         TestGateway {
-            addr,
-            _stop: stop,
+            addr: served.addr,
+            _served: served,
             _fpm: fpm,
         }
     }

@@ -5,23 +5,18 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use fpm_harness::fixtures_dir;
 use gateway::config::Config;
-use gateway::snapshot::SharedState;
-use gateway::Gateway;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use super::{within, Reply, REQUEST_LIMIT};
+use super::{within, Reply, Served, REQUEST_LIMIT};
 
 /// The one tenant of every test gateway.
 pub const TENANT: &str = "acme";
@@ -44,15 +39,9 @@ pub fn config_text(upstream: &str, server: &str, fastcgi: &str) -> String {
     )
 }
 
-/// A gateway serving on a free loopback port until [`TestGateway::shutdown`] or drop.
-pub struct TestGateway {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its shared state, to look at the pool while requests run.
-    pub state: Arc<SharedState>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
+/// A gateway serving on a free loopback port until [`TestGateway::shutdown`] or drop;
+/// its [`Served`] fields (`addr`, `state`) are reached through it.
+pub struct TestGateway(Served);
 
 impl TestGateway {
     /// Binds a gateway for [`config_text`]`(upstream, server, fastcgi)` and serves it on
@@ -61,19 +50,7 @@ impl TestGateway {
         let text = config_text(upstream, server, fastcgi);
         let config = Config::parse(&text, "test.toml", fixtures_dir())
             .unwrap_or_else(|err| panic!("test config is valid: {err}\n{text}"));
-        let gateway = Gateway::bind(config).await.expect("gateway binds port 0");
-        let addr = gateway.local_addrs()[0];
-        let state = gateway.state().clone();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.serve(async {
-            let _ = rx.await;
-        }));
-        TestGateway {
-            addr,
-            state,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        TestGateway(Served::bind(config).await)
     }
 
     /// `http://ADDR{path}`.
@@ -88,25 +65,20 @@ impl TestGateway {
 
     /// Starts a graceful shutdown: stop accepting, finish in-flight requests.
     pub fn shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.0.stop();
     }
 
     /// Waits (bounded) until `serve` has returned.
-    pub async fn stopped(mut self) {
-        self.shutdown();
-        let task = self.task.take().expect("serve task is there until stopped");
-        within(REQUEST_LIMIT, "the gateway to stop", task)
-            .await
-            .expect("serve did not panic");
+    pub async fn stopped(self) {
+        self.0.stopped(REQUEST_LIMIT).await;
     }
 }
 
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        // Stops the accept loops; the runtime ending with the test takes the rest.
-        self.shutdown();
+impl std::ops::Deref for TestGateway {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.0
     }
 }
 
