@@ -644,6 +644,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::config::edit::tests::scratch;
     use crate::usage::TenantUsage;
 
     const CONFIG: &str = r#"[server]
@@ -670,14 +671,6 @@ params = { DBHOST = "10.0.0.2", DBPASS = "secret2", APP_ENV = "prod" }
 enabled = false
 max_concurrency = 2
 "#;
-
-    fn scratch(text: &str) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("app")).unwrap();
-        let path = dir.path().join("tenants.toml");
-        fs::write(&path, text).unwrap();
-        (dir, path)
-    }
 
     #[test]
     fn list_prints_an_aligned_table_and_json() {

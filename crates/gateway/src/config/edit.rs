@@ -469,7 +469,7 @@ fn keep_owner(file: &File, original: &fs::Metadata, target: &Path) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
 
@@ -497,8 +497,9 @@ max_concurrency = 2 # small plan
 [tenants.centro2.extra_comment_anchor]
 "#;
 
-    /// A config directory with `app/` and a `tenants.toml`.
-    fn scratch(text: &str) -> (tempfile::TempDir, PathBuf) {
+    /// A config directory with `app/` and a `tenants.toml` holding `text` (also used by
+    /// the CLI's tests, which edit files through this module).
+    pub(crate) fn scratch(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("app")).unwrap();
         let path = dir.path().join("tenants.toml");
