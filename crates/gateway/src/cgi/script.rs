@@ -372,9 +372,7 @@ impl Resolver<'_> {
             fs::symlink_metadata(prefix).is_ok_and(|meta| !meta.file_type().is_symlink())
         })
     }
-}
 
-impl Resolver<'_> {
     /// How many names `path` has below the root, when its bytes are the root's followed
     /// by `/name/name...` with no empty, `.` or `..` name: how [`RequestPath::fs_path`]
     /// builds every path. `None` leaves it to the component-wise
