@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fpm_harness::{free_port, CountingRelay, Fpm, FpmConfig};
+use fpm_harness::{free_port, Fpm, FpmConfig};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -57,8 +57,7 @@ async fn nothing_listening_upstream_is_a_502_page() {
 
 #[tokio::test]
 async fn php_fpm_down_is_a_502_page_and_the_first_request_after_its_restart_succeeds() {
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let gateway = TestGateway::start(&fpm.address().to_upstream_string(), "", "").await;
+    let (fpm, gateway) = TestGateway::with_fpm("", "").await;
     let client = client();
     // A kept connection now sits in the pool, to be found dead after the kill.
     let reply = get(&client, &gateway, "/hello.php").await;
@@ -89,10 +88,9 @@ async fn php_fpm_down_is_a_502_page_and_the_first_request_after_its_restart_succ
 
 #[tokio::test]
 async fn php_fpm_killed_mid_request_fails_that_request_promptly_and_later_ones_succeed() {
-    let fpm = start_fpm(FpmConfig::new().workers(2));
     // The default read timeout (60 s) is far beyond the test's bound, so finishing
     // within it proves the kill itself was noticed, not a timeout.
-    let gateway = TestGateway::start(&fpm.address().to_upstream_string(), "", "").await;
+    let (fpm, gateway) = TestGateway::with_fpm("", "").await;
     let client = client();
     let in_flight = {
         let req = request(&gateway, Method::GET, "/sleep.php?ms=2000")
@@ -147,13 +145,7 @@ async fn php_fpm_killed_mid_request_fails_that_request_promptly_and_later_ones_s
 
 #[tokio::test]
 async fn a_script_silent_past_read_timeout_is_a_504_page() {
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let gateway = TestGateway::start(
-        &fpm.address().to_upstream_string(),
-        "",
-        "read_timeout = \"500ms\"",
-    )
-    .await;
+    let (_fpm, gateway) = TestGateway::with_fpm("", "read_timeout = \"500ms\"").await;
     let reply = get(&client(), &gateway, "/sleep.php?ms=3000").await;
     assert_error_page(&reply, StatusCode::GATEWAY_TIMEOUT);
     assert!(
@@ -164,13 +156,7 @@ async fn a_script_silent_past_read_timeout_is_a_504_page() {
 
 #[tokio::test]
 async fn a_stall_mid_body_cuts_the_response_after_read_timeout() {
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let gateway = TestGateway::start(
-        &fpm.address().to_upstream_string(),
-        "",
-        "read_timeout = \"500ms\"",
-    )
-    .await;
+    let (_fpm, gateway) = TestGateway::with_fpm("", "read_timeout = \"500ms\"").await;
     // One flushed line, then 5 s of silence before the next.
     let req = request(
         &gateway,
@@ -212,9 +198,7 @@ async fn a_stall_mid_body_cuts_the_response_after_read_timeout() {
 
 #[tokio::test]
 async fn a_saturated_pool_answers_503_with_retry_after() {
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let gateway = TestGateway::start(
-        &fpm.address().to_upstream_string(),
+    let (_fpm, gateway) = TestGateway::with_fpm(
         "queue_timeout = \"200ms\"\nretry_after = \"7s\"",
         "max_connections = 1",
     )
@@ -431,9 +415,7 @@ async fn php_stderr_reaches_the_log_with_the_tenant_and_no_secret_is_ever_logged
 
 #[tokio::test]
 async fn a_php_response_with_content_length_keeps_its_fpm_connection_for_the_next_request() {
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let relay = CountingRelay::start(fpm.address().clone()).expect("relay starts");
-    let gateway = TestGateway::start(&relay.address().to_upstream_string(), "", "").await;
+    let (_fpm, relay, gateway) = TestGateway::with_relay("").await;
     let client = client();
     // hyper stops reading a body of known length at its last byte; the gateway must still
     // read PHP-FPM's END_REQUEST so the connection goes back to the pool clean.
@@ -563,8 +545,7 @@ fn text_fields(line: &str) -> std::collections::HashMap<&str, &str> {
 async fn the_access_log_has_one_line_per_request_with_its_fields() {
     let log = LogCapture::default();
     let _guard = log.install_text();
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let gateway = TestGateway::start(&fpm.address().to_upstream_string(), "", "").await;
+    let (_fpm, gateway) = TestGateway::with_fpm("", "").await;
     let expected = access_log_requests(&gateway).await;
     let lines = access_lines(&log, expected.len(), |l| l.contains(" access: ")).await;
     for want in &expected {
@@ -597,8 +578,7 @@ async fn the_access_log_has_one_line_per_request_with_its_fields() {
 async fn json_access_lines_parse_with_every_field() {
     let log = LogCapture::default();
     let _guard = log.install_json();
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let gateway = TestGateway::start(&fpm.address().to_upstream_string(), "", "").await;
+    let (_fpm, gateway) = TestGateway::with_fpm("", "").await;
     let expected = access_log_requests(&gateway).await;
     let lines = access_lines(&log, expected.len(), |l| {
         l.contains("\"target\":\"access\"")

@@ -10,21 +10,11 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fpm_harness::{CountingRelay, Fpm, FpmConfig};
 use http::{Method, StatusCode};
 use http_body_util::Full;
 
 use support::single_tenant::{client, get, raw_exchange, request, send, TestGateway, HOST};
-use support::{eventually, start_fpm, within, REQUEST_LIMIT};
-
-/// A PHP-FPM, a counting relay in front of it, and a gateway with `server` settings
-/// talking to the relay.
-async fn start(server: &str) -> (Fpm, CountingRelay, TestGateway) {
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let relay = CountingRelay::start(fpm.address().clone()).expect("relay starts");
-    let gateway = TestGateway::start(&relay.address().to_upstream_string(), server, "").await;
-    (fpm, relay, gateway)
-}
+use support::{eventually, within, REQUEST_LIMIT};
 
 /// The status line of a raw HTTP response.
 fn status_line(response: &str) -> &str {
@@ -33,7 +23,7 @@ fn status_line(response: &str) -> &str {
 
 #[tokio::test]
 async fn a_declared_body_over_max_body_is_a_413_before_php_runs() {
-    let (_fpm, relay, gateway) = start("max_body = \"1KiB\"").await;
+    let (_fpm, relay, gateway) = TestGateway::with_relay("max_body = \"1KiB\"").await;
     // Only the head: the answer must not wait for 10 MiB that never come.
     let head = format!(
         "POST /echo_body.php HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/octet-stream\r\n\
@@ -62,7 +52,7 @@ async fn a_declared_body_over_max_body_is_a_413_before_php_runs() {
 
 #[tokio::test]
 async fn a_chunked_body_over_max_body_is_a_413_before_php_runs() {
-    let (_fpm, relay, gateway) = start("max_body = \"1KiB\"").await;
+    let (_fpm, relay, gateway) = TestGateway::with_relay("max_body = \"1KiB\"").await;
     let chunk = "x".repeat(2000);
     let raw = format!(
         "POST /echo_body.php HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\
@@ -79,7 +69,7 @@ async fn a_chunked_body_over_max_body_is_a_413_before_php_runs() {
 
 #[tokio::test]
 async fn more_headers_than_max_headers_is_a_431_not_a_502() {
-    let (_fpm, relay, gateway) = start("max_headers = 20").await;
+    let (_fpm, relay, gateway) = TestGateway::with_relay("max_headers = 20").await;
     let headers: String = (0..30).map(|i| format!("X-Header-{i}: {i}\r\n")).collect();
     let raw =
         format!("GET /hello.php HTTP/1.1\r\nHost: {HOST}\r\n{headers}Connection: close\r\n\r\n");
@@ -97,7 +87,7 @@ async fn more_headers_than_max_headers_is_a_431_not_a_502() {
 
 #[tokio::test]
 async fn a_head_over_max_header_bytes_is_a_431_not_a_502() {
-    let (_fpm, relay, gateway) = start("max_header_bytes = \"16KiB\"").await;
+    let (_fpm, relay, gateway) = TestGateway::with_relay("max_header_bytes = \"16KiB\"").await;
     let raw = format!(
         "GET /hello.php HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "b".repeat(20 * 1024)
@@ -113,7 +103,7 @@ async fn a_head_over_max_header_bytes_is_a_431_not_a_502() {
 #[tokio::test]
 async fn a_header_too_large_for_one_fastcgi_record_is_a_431_not_a_502() {
     // Within the HTTP limit, but over the 64 KiB a FastCGI param can take.
-    let (_fpm, relay, gateway) = start("max_header_bytes = \"256KiB\"").await;
+    let (_fpm, relay, gateway) = TestGateway::with_relay("max_header_bytes = \"256KiB\"").await;
     let req = request(&gateway, Method::GET, "/hello.php")
         .header("x-big", "b".repeat(70_000))
         .body(Full::default())
@@ -130,7 +120,7 @@ async fn a_header_too_large_for_one_fastcgi_record_is_a_431_not_a_502() {
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_connections() {
-    let (_fpm, _relay, mut gateway) = start("").await;
+    let (_fpm, _relay, mut gateway) = TestGateway::with_relay("").await;
     let addr = gateway.addr;
     let in_flight = {
         let req = request(&gateway, Method::GET, "/sleep.php?ms=2000")

@@ -318,15 +318,11 @@ async fn a_chunked_body_over_max_body_is_413() {
 /// connection (and a worker's accept) instead of returning it to the pool.
 #[tokio::test]
 async fn bodiless_answers_leave_the_php_fpm_connection_reusable() {
-    use fpm_harness::{CountingRelay, FpmConfig};
     use http::{Method, StatusCode};
     use http_body_util::Full;
     use support::single_tenant::{self, client, send};
 
-    let fpm = support::start_fpm(FpmConfig::new().workers(2));
-    let relay = CountingRelay::start(fpm.address().clone()).expect("relay starts");
-    let gateway =
-        single_tenant::TestGateway::start(&relay.address().to_upstream_string(), "", "").await;
+    let (_fpm, relay, gateway) = single_tenant::TestGateway::with_relay("").await;
     let client = client();
     let cases = [
         (Method::GET, "/hello.php", StatusCode::OK),

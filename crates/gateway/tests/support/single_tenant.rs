@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use fpm_harness::fixtures_dir;
+use fpm_harness::{fixtures_dir, CountingRelay, Fpm, FpmConfig};
 use gateway::config::Config;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{within, Reply, Served, REQUEST_LIMIT};
+use super::{start_fpm, within, Reply, Served, REQUEST_LIMIT};
 
 /// The one tenant of every test gateway.
 pub const TENANT: &str = "acme";
@@ -51,6 +51,25 @@ impl TestGateway {
         let config = Config::parse(&text, "test.toml", fixtures_dir())
             .unwrap_or_else(|err| panic!("test config is valid: {err}\n{text}"));
         TestGateway(Served::bind(config).await)
+    }
+
+    /// A private PHP-FPM (2 workers) and a gateway with `server` and `fastcgi` settings
+    /// in front of it.
+    pub async fn with_fpm(server: &str, fastcgi: &str) -> (Fpm, TestGateway) {
+        let fpm = start_fpm(FpmConfig::new().workers(2));
+        let gateway =
+            TestGateway::start(&fpm.address().to_upstream_string(), server, fastcgi).await;
+        (fpm, gateway)
+    }
+
+    /// As [`TestGateway::with_fpm`], with a counting relay between the gateway and
+    /// PHP-FPM, so a test can tell whether (and on how many connections) a request
+    /// reached PHP-FPM.
+    pub async fn with_relay(server: &str) -> (Fpm, CountingRelay, TestGateway) {
+        let fpm = start_fpm(FpmConfig::new().workers(2));
+        let relay = CountingRelay::start(fpm.address().clone()).expect("relay starts");
+        let gateway = TestGateway::start(&relay.address().to_upstream_string(), server, "").await;
+        (fpm, relay, gateway)
     }
 
     /// `http://ADDR{path}`.
