@@ -75,9 +75,7 @@ async fn a_tenant_appended_to_the_file_is_served_within_a_second() {
     let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     let text = config_text(&fpm, &fixtures_dir(), "", STAYING_TENANTS);
-    fs::write(&scratch.config, &text).unwrap();
-    let gw =
-        LiveGateway::start_watched(&scratch.config, |t| write_atomically(&scratch.config, t)).await;
+    let gw = scratch.serve_watched(&text).await;
     let mut conn = Conn::new(gw.addr);
     let before = conn.get("new.test", "/hello.php").await.unwrap();
     assert_eq!(before.status, StatusCode::NOT_FOUND);
@@ -111,9 +109,7 @@ async fn a_broken_config_keeps_the_old_one_serving_and_says_where() {
     let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     let good = config_text(&fpm, &fixtures_dir(), "", STAYING_TENANTS);
-    fs::write(&scratch.config, &good).unwrap();
-    let gw =
-        LiveGateway::start_watched(&scratch.config, |t| write_atomically(&scratch.config, t)).await;
+    let gw = scratch.serve_watched(&good).await;
     let mut conn = Conn::new(gw.addr);
     let stats = gw.reloader.stats.clone();
     let path = scratch.config.display().to_string();
@@ -183,9 +179,7 @@ async fn an_editor_style_rename_over_the_file_is_picked_up() {
     let fpm = start_fpm(FpmConfig::new().workers(2));
     let scratch = Scratch::new();
     let text = config_text(&fpm, &fixtures_dir(), "", STAYING_TENANTS);
-    fs::write(&scratch.config, &text).unwrap();
-    let gw =
-        LiveGateway::start_watched(&scratch.config, |t| write_atomically(&scratch.config, t)).await;
+    let gw = scratch.serve_watched(&text).await;
 
     // Like vim or VS Code: a hidden sibling, fsynced, renamed over the original.
     let swap = scratch.path(".tenants.toml.swp");
@@ -310,13 +304,9 @@ async fn a_tenant_suspended_in_the_file_gets_503_without_reaching_php_fpm() {
     let root = counting_app(&scratch);
     let page = "<h1>Closed for maintenance</h1>\n";
     fs::write(scratch.path("suspended.html"), page).unwrap();
-    fs::write(
-        &scratch.config,
-        suspension_config(&fpm, &scratch, &root, true),
-    )
-    .unwrap();
-    let gw =
-        LiveGateway::start_watched(&scratch.config, |t| write_atomically(&scratch.config, t)).await;
+    let gw = scratch
+        .serve_watched(&suspension_config(&fpm, &scratch, &root, true))
+        .await;
     let count_file = scratch.path("count.log");
     let count = || fs::metadata(&count_file).map_or(0, |m| m.len());
     let mut conn = Conn::new(gw.addr);
@@ -365,13 +355,9 @@ async fn the_reload_api_and_sighup_pick_up_an_edited_suspended_page() {
     let root = counting_app(&scratch);
     let page = scratch.path("suspended.html");
     fs::write(&page, "page v1").unwrap();
-    fs::write(
-        &scratch.config,
-        suspension_config(&fpm, &scratch, &root, false),
-    )
-    .unwrap();
-    let gw =
-        LiveGateway::start_watched(&scratch.config, |t| write_atomically(&scratch.config, t)).await;
+    let gw = scratch
+        .serve_watched(&suspension_config(&fpm, &scratch, &root, false))
+        .await;
     let mut conn = Conn::new(gw.addr);
     assert_eq!(
         conn.get("metered.test", "/").await.unwrap().text(),
@@ -463,9 +449,7 @@ const REWRITES: usize = 100;
 async fn a_hundred_rewrites_under_load_fail_no_request_of_the_tenants_that_stay() {
     let fpm = start_fpm(FpmConfig::new().workers(4));
     let scratch = Scratch::new();
-    fs::write(&scratch.config, churn_config(&fpm, 0)).unwrap();
-    let gw =
-        LiveGateway::start_watched(&scratch.config, |t| write_atomically(&scratch.config, t)).await;
+    let gw = scratch.serve_watched(&churn_config(&fpm, 0)).await;
     let successes_before = gw.reloader.stats.successes();
 
     let tally = Arc::new(Tally::default());

@@ -199,4 +199,11 @@ impl Scratch {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Writes `text` as the config and starts a gateway on it whose watcher is proven
+    /// live; the watcher probe, like the tests' own edits, replaces the file atomically.
+    pub async fn serve_watched(&self, text: &str) -> LiveGateway {
+        std::fs::write(&self.config, text).expect("write config");
+        LiveGateway::start_watched(&self.config, |t| write_atomically(&self.config, t)).await
+    }
 }
