@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use serde::Serialize;
 
 /// One finished request, as the meter sees it.
@@ -134,22 +135,23 @@ struct TenantTotals {
     latency: LatencyHistogram,
 }
 
+/// Everything counted for one tenant: since the process started (for `/metrics`), and
+/// since the last flush to the database.
 #[derive(Debug, Default)]
 struct Counts {
-    /// Since the process started (for `/metrics`).
-    totals: HashMap<Arc<str>, TenantTotals>,
-    /// Since the last flush to the database.
-    pending: HashMap<Arc<str>, TenantUsage>,
+    totals: TenantTotals,
+    pending: TenantUsage,
 }
 
 /// The in-memory meter every request reports to.
 #[derive(Debug, Default)]
 pub struct UsageMeter {
-    counts: Mutex<Counts>,
+    /// Per tenant; a fast hasher, since tenant names come from the configuration.
+    counts: Mutex<HashMap<Arc<str>, Counts, RandomState>>,
 }
 
 impl UsageMeter {
-    fn lock(&self) -> MutexGuard<'_, Counts> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Counts, RandomState>> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -157,35 +159,21 @@ impl UsageMeter {
     pub fn record(&self, tenant: &Arc<str>, usage: &RequestUsage) {
         let mut counts = self.lock();
         // `get_mut` first: the common case must not clone the `Arc` (an atomic increment).
-        match counts.totals.get_mut(tenant) {
-            Some(total) => {
-                total.usage.add_request(usage);
-                total.latency.observe(usage.duration);
-            }
-            None => {
-                let mut total = TenantTotals::default();
-                total.usage.add_request(usage);
-                total.latency.observe(usage.duration);
-                counts.totals.insert(tenant.clone(), total);
-            }
-        }
-        match counts.pending.get_mut(tenant) {
-            Some(pending) => pending.add_request(usage),
-            None => {
-                let mut pending = TenantUsage::default();
-                pending.add_request(usage);
-                counts.pending.insert(tenant.clone(), pending);
-            }
-        }
+        let entry = match counts.get_mut(tenant) {
+            Some(entry) => entry,
+            None => counts.entry(tenant.clone()).or_default(),
+        };
+        entry.totals.usage.add_request(usage);
+        entry.totals.latency.observe(usage.duration);
+        entry.pending.add_request(usage);
     }
 
     /// Counters since the process started, per tenant.
     pub fn totals(&self) -> HashMap<Arc<str>, TenantUsage> {
         let counts = self.lock();
         counts
-            .totals
             .iter()
-            .map(|(tenant, total)| (tenant.clone(), total.usage))
+            .map(|(tenant, entry)| (tenant.clone(), entry.totals.usage))
             .collect()
     }
 
@@ -194,22 +182,30 @@ impl UsageMeter {
     pub fn totals_with_latency(&self) -> HashMap<Arc<str>, (TenantUsage, LatencyHistogram)> {
         let counts = self.lock();
         counts
-            .totals
             .iter()
-            .map(|(tenant, total)| (tenant.clone(), (total.usage, total.latency)))
+            .map(|(tenant, entry)| {
+                let totals = &entry.totals;
+                (tenant.clone(), (totals.usage, totals.latency))
+            })
             .collect()
     }
 
-    /// Takes the counts since the last call (for persisting them).
+    /// Takes the counts since the last call (for persisting them): the tenants that had
+    /// any.
     pub fn take_pending(&self) -> HashMap<Arc<str>, TenantUsage> {
-        std::mem::take(&mut self.lock().pending)
+        let mut counts = self.lock();
+        counts
+            .iter_mut()
+            .filter(|(_, entry)| entry.pending != TenantUsage::default())
+            .map(|(tenant, entry)| (tenant.clone(), std::mem::take(&mut entry.pending)))
+            .collect()
     }
 
     /// Puts counts back that could not be persisted, so the next flush retries them.
-    pub fn restore_pending(&self, counts: HashMap<Arc<str>, TenantUsage>) {
-        let mut guard = self.lock();
-        for (tenant, usage) in counts {
-            guard.pending.entry(tenant).or_default().merge(&usage);
+    pub fn restore_pending(&self, pending: HashMap<Arc<str>, TenantUsage>) {
+        let mut counts = self.lock();
+        for (tenant, usage) in pending {
+            counts.entry(tenant).or_default().pending.merge(&usage);
         }
     }
 }

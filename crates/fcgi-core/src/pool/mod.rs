@@ -257,16 +257,13 @@ impl Pool {
             // Waiters of other keys never stand in the way here: whenever a connection is
             // free, `release` has already handed it to every waiter that may take one, so
             // any still waiting are held back by their own key's cap.
-            if state.queue.may_take(&key, cap) {
+            let free = !state.idle.is_empty() || state.open < config.max_connections;
+            if free && state.queue.try_acquire(&key, cap) {
                 if let Some(conn) = state.idle.pop() {
-                    state.queue.acquired(&key, cap);
                     (Some(Grant::Conn(conn)), None)
-                } else if state.open < config.max_connections {
-                    state.open += 1;
-                    state.queue.acquired(&key, cap);
-                    (Some(Grant::Slot), None)
                 } else {
-                    (None, Some(Self::enqueue(&mut state, &key, cap, config)?))
+                    state.open += 1;
+                    (Some(Grant::Slot), None)
                 }
             } else {
                 (None, Some(Self::enqueue(&mut state, &key, cap, config)?))

@@ -17,10 +17,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// How long a key counts as active after its last connection went back.
-pub(crate) const ACTIVE_GRACE: Duration = Duration::from_millis(100);
+use foldhash::fast::RandomState;
 
 use crate::client::QueueKey;
+
+/// How long a key counts as active after its last connection went back.
+pub(crate) const ACTIVE_GRACE: Duration = Duration::from_millis(100);
 
 /// Per-key accounting.
 #[derive(Debug)]
@@ -63,7 +65,7 @@ pub(crate) struct FairQueue<W> {
     /// The pool's connection limit, which fair shares divide.
     capacity: usize,
     /// Keys that are active or were within the grace period.
-    keys: HashMap<QueueKey, KeyState<W>>,
+    keys: HashMap<QueueKey, KeyState<W>, RandomState>,
     /// Keys that have waiters, in round-robin order.
     ring: VecDeque<QueueKey>,
     waiting: usize,
@@ -75,23 +77,24 @@ impl<W> FairQueue<W> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             ring: VecDeque::new(),
             waiting: 0,
             next_id: 0,
         }
     }
 
-    /// The fair share of each active key, forgetting keys idle past the grace period.
-    /// `newcomer` counts as active too when it is not known yet.
-    fn share(&mut self, now: Instant, newcomer: Option<&str>) -> usize {
+    /// Forgets keys idle past the grace period.
+    fn forget_idle(&mut self, now: Instant) {
         self.keys.retain(|_, state| state.is_active(now));
-        let mut active = self.keys.len();
-        if newcomer.is_some_and(|key| !self.keys.contains_key(key)) {
-            active += 1;
-        }
-        self.capacity.div_ceil(active.max(1))
     }
+
+    /// The fair share of each active key, forgetting keys idle past the grace period.
+    fn share(&mut self, now: Instant) -> usize {
+        self.forget_idle(now);
+        fair_share(self.capacity, self.keys.len())
+    }
+
     /// Number of waiters across all keys.
     pub(crate) fn waiting(&self) -> usize {
         self.waiting
@@ -104,17 +107,44 @@ impl<W> FairQueue<W> {
 
     /// Whether `key` may take a connection now without jumping its own queue, its cap or
     /// its fair share.
-    pub(crate) fn may_take(&mut self, key: &str, cap: Option<usize>) -> bool {
-        let share = self.share(Instant::now(), Some(key));
-        let limit = cap.map_or(share, |cap| cap.min(share));
-        match self.keys.get(key) {
-            None => limit > 0,
-            Some(state) => state.waiters.is_empty() && state.in_use < limit,
-        }
+    #[cfg(test)]
+    fn may_take(&mut self, key: &str, cap: Option<usize>) -> bool {
+        let now = Instant::now();
+        self.forget_idle(now);
+        let known = self.keys.len();
+        admits(self.capacity, known, self.keys.get(key), cap)
     }
 
-    /// Records that `key` took a connection.
-    pub(crate) fn acquired(&mut self, key: &QueueKey, cap: Option<usize>) {
+    /// Takes a connection for `key` if it may have one now without jumping its own queue,
+    /// its cap or its fair share, and counts it as held; one lookup of `key`.
+    pub(crate) fn try_acquire(&mut self, key: &QueueKey, cap: Option<usize>) -> bool {
+        let now = Instant::now();
+        self.forget_idle(now);
+        let known = self.keys.len();
+        match self.keys.get_mut(&**key) {
+            Some(state) => {
+                if !admits(self.capacity, known, Some(state), cap) {
+                    return false;
+                }
+                state.in_use += 1;
+                state.cap = cap;
+                state.last_active = now;
+            }
+            None => {
+                if !admits::<W>(self.capacity, known, None, cap) {
+                    return false;
+                }
+                let mut state = KeyState::new(cap, now);
+                state.in_use = 1;
+                self.keys.insert(key.clone(), state);
+            }
+        }
+        true
+    }
+
+    /// Records that `key` took a connection, whatever its share.
+    #[cfg(test)]
+    fn acquired(&mut self, key: &QueueKey, cap: Option<usize>) {
         let now = Instant::now();
         let state = self
             .keys
@@ -173,7 +203,7 @@ impl<W> FairQueue<W> {
             return None;
         }
         let now = Instant::now();
-        let share = self.share(now, None);
+        let share = self.share(now);
         let mut best: Option<(usize, usize)> = None; // (ring index, in_use)
         for (index, key) in self.ring.iter().enumerate() {
             let Some(state) = self.keys.get(key) else {
@@ -197,6 +227,29 @@ impl<W> FairQueue<W> {
             self.ring.push_back(key.clone());
         }
         Some((key, waiter))
+    }
+}
+
+/// Each of `active` keys' share of `capacity` connections.
+fn fair_share(capacity: usize, active: usize) -> usize {
+    capacity.div_ceil(active.max(1))
+}
+
+/// Whether a key may take a connection now: it has no waiter of its own ahead, and holds
+/// less than its cap and its fair share. `state` is `None` for a key not known yet, which
+/// then makes one more active key than the `known` ones.
+fn admits<W>(
+    capacity: usize,
+    known: usize,
+    state: Option<&KeyState<W>>,
+    cap: Option<usize>,
+) -> bool {
+    let active = known + usize::from(state.is_none());
+    let share = fair_share(capacity, active);
+    let limit = cap.map_or(share, |cap| cap.min(share));
+    match state {
+        None => limit > 0,
+        Some(state) => state.waiters.is_empty() && state.in_use < limit,
     }
 }
 

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 use crate::config::{validate_param, Config, ConfigError, ConfigErrorKind};
 
 use super::Tenant;
@@ -12,10 +14,11 @@ use super::Tenant;
 /// builds a new registry and swaps it in.
 #[derive(Debug, Default)]
 pub struct Registry {
-    /// Exact hosts.
-    exact: HashMap<String, Arc<Tenant>>,
+    /// Exact hosts. The fast hasher is safe against flooding here: only the
+    /// configuration inserts keys; a client's Host is only looked up.
+    exact: HashMap<String, Arc<Tenant>, RandomState>,
     /// Wildcard suffixes: `*.a.example` is stored as `a.example`.
-    wildcard: HashMap<String, Arc<Tenant>>,
+    wildcard: HashMap<String, Arc<Tenant>, RandomState>,
     /// All tenants sorted by name, for listings and name lookups.
     by_name: Vec<Arc<Tenant>>,
 }
@@ -44,8 +47,8 @@ impl Registry {
         }
         let host_count: usize = config.tenants.values().map(|t| t.hosts.len()).sum();
         let mut registry = Registry {
-            exact: HashMap::with_capacity(host_count),
-            wildcard: HashMap::new(),
+            exact: HashMap::with_capacity_and_hasher(host_count, RandomState::default()),
+            wildcard: HashMap::default(),
             by_name: Vec::with_capacity(config.tenants.len()),
         };
         // The previous config's tenants beside the registry built from them: `by_name`
