@@ -20,7 +20,7 @@
 //! the gateway's access log included):
 //! - **c32**: `wrk -t1 -c32 -d10s --latency` against each server, plus PHP-FPM direct at
 //!   32 concurrent tasks. CPU per request is utime+stime of the server's process tree
-//!   (nginx: master and worker) over the run; peak RSS is VmHWM summed over that tree.
+//!   (nginx: master and worker) over the run, with the stime (kernel) part beside it; peak RSS is VmHWM summed over that tree.
 //! - **c1000**: the same with 1,000 connections: requests queue, none may fail.
 //! - **memory**: the gateway's RSS idle with 10,000 tenants configured, then under load.
 //! - **fairness**: tenant A floods `sleep.php?ms=50` at 64 connections while tenant B
@@ -264,13 +264,15 @@ fn measure_once(server: &Server, run: &WrkRun) -> Row {
     let machine = procstat::MachineCpu::now();
     let report = run.run();
     let machine_busy = procstat::MachineCpu::now().busy_since(machine);
-    let cpu = procstat::cpu_time(pid).since(cpu);
+    let cpu_after = procstat::cpu_time(pid);
+    let (cpu, sys_cpu) = (cpu_after.since(cpu), cpu_after.system_since(cpu));
     let fpm_cpu = procstat::cpu_time(fpm_pid).since(fpm_cpu);
     let per_request = |d: Duration| d.as_secs_f64() * 1e6 / report.requests.max(1) as f64;
     Row {
         id: server.kind.id().to_owned(),
         label: server.kind.label().to_owned(),
         cpu_us_per_req: per_request(cpu),
+        sys_cpu_us_per_req: per_request(sys_cpu),
         cpu_is_client: false,
         peak_rss_mib: mib(procstat::peak_rss(pid)),
         fpm_cpu_us_per_req: per_request(fpm_cpu),
@@ -316,6 +318,7 @@ fn measure_direct(connections: usize, options: &Options) -> Row {
                 socket_errors: direct.failures,
                 non_2xx: 0,
                 cpu_us_per_req: per_request(direct.cpu),
+                sys_cpu_us_per_req: per_request(direct.sys_cpu),
                 cpu_is_client: true,
                 peak_rss_mib: f64::NAN,
                 fpm_cpu_us_per_req: per_request(direct.fpm_cpu),

@@ -29,6 +29,8 @@ pub struct DirectReport {
     pub failures: u64,
     /// CPU time this process (the client) used.
     pub cpu: Duration,
+    /// The kernel's part of `cpu`.
+    pub sys_cpu: Duration,
     /// CPU time the PHP-FPM pool used.
     pub fpm_cpu: Duration,
 }
@@ -106,7 +108,11 @@ pub fn run(
         let started = Instant::now();
         let (mut latencies, failures) = drive(&pool, &script, &root, connections, duration).await;
         let elapsed = started.elapsed();
-        let cpu = procstat::own_cpu_time(std::process::id()).since(cpu_before);
+        let cpu_after = procstat::own_cpu_time(std::process::id());
+        let (cpu, sys_cpu) = (
+            cpu_after.since(cpu_before),
+            cpu_after.system_since(cpu_before),
+        );
         let fpm_cpu = procstat::cpu_time(fpm_pid).since(fpm_before);
         latencies.sort_unstable();
         let percentile = |q: f64| -> f64 {
@@ -124,6 +130,7 @@ pub fn run(
             max_ms: percentile(1.0),
             failures,
             cpu,
+            sys_cpu,
             fpm_cpu,
         }
     })

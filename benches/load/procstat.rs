@@ -11,12 +11,27 @@ pub struct CpuTime {
     /// User plus system time of every live process in the tree (all threads, and the
     /// children the root has reaped).
     pub total: Duration,
+    /// The system (kernel) part of `total`.
+    pub system: Duration,
 }
 
 impl CpuTime {
+    fn from_ticks(ticks: u64, system_ticks: u64) -> CpuTime {
+        let hz = ticks_per_second();
+        CpuTime {
+            total: Duration::from_nanos(ticks * 1_000_000_000 / hz),
+            system: Duration::from_nanos(system_ticks * 1_000_000_000 / hz),
+        }
+    }
+
     /// The CPU time the tree used between `earlier` and `self`.
     pub fn since(self, earlier: CpuTime) -> Duration {
         self.total.saturating_sub(earlier.total)
+    }
+
+    /// The part of [`since`](Self::since) spent in the kernel.
+    pub fn system_since(self, earlier: CpuTime) -> Duration {
+        self.system.saturating_sub(earlier.system)
     }
 }
 
@@ -26,8 +41,12 @@ struct Stat {
     ppid: u32,
     /// utime + stime, in clock ticks.
     ticks: u64,
+    /// stime alone.
+    system_ticks: u64,
     /// cutime + cstime: reaped children, in clock ticks.
     child_ticks: u64,
+    /// cstime alone.
+    child_system_ticks: u64,
 }
 
 fn read_stat(pid: u32) -> Option<Stat> {
@@ -40,7 +59,9 @@ fn read_stat(pid: u32) -> Option<Stat> {
     Some(Stat {
         ppid: u32::try_from(field(4)?).ok()?,
         ticks: field(14)? + field(15)?,
+        system_ticks: field(15)?,
         child_ticks: field(16)? + field(17)?,
+        child_system_ticks: field(17)?,
     })
 }
 
@@ -77,19 +98,18 @@ fn ticks_per_second() -> u64 {
 /// CPU time used so far by `pid`'s tree.
 pub fn cpu_time(pid: u32) -> CpuTime {
     let tree = process_tree(pid);
-    let mut ticks = 0;
+    let (mut ticks, mut system_ticks) = (0, 0);
     for (i, &member) in tree.iter().enumerate() {
         if let Some(stat) = read_stat(member) {
             ticks += stat.ticks;
+            system_ticks += stat.system_ticks;
             if i == 0 {
                 ticks += stat.child_ticks;
+                system_ticks += stat.child_system_ticks;
             }
         }
     }
-    let hz = ticks_per_second();
-    CpuTime {
-        total: Duration::from_nanos(ticks * 1_000_000_000 / hz),
-    }
+    CpuTime::from_ticks(ticks, system_ticks)
 }
 
 /// The number in a `/proc/PID/status` line (`VmRSS: 1234 kB` gives 1234).
@@ -107,10 +127,9 @@ fn status_number(pid: u32, name: &str) -> Option<u64> {
 
 /// CPU time used so far by one process (all its threads, none of its children).
 pub fn own_cpu_time(pid: u32) -> CpuTime {
-    let ticks = read_stat(pid).map_or(0, |stat| stat.ticks);
-    CpuTime {
-        total: Duration::from_nanos(ticks * 1_000_000_000 / ticks_per_second()),
-    }
+    read_stat(pid).map_or_else(CpuTime::default, |stat| {
+        CpuTime::from_ticks(stat.ticks, stat.system_ticks)
+    })
 }
 
 /// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
