@@ -88,7 +88,13 @@ pub fn resolve(root: &Path, index: &str, raw_path: &str) -> Result<Resolution, S
 
 /// A decoded, normalised request path: no empty, `.` or `..` segments.
 struct RequestPath {
-    segments: Vec<String>,
+    /// `/name/name...`, each name a segment; empty for the root. The prefixes the
+    /// resolver needs (script name, file system path) are slices of it, so parsing
+    /// allocates this one buffer.
+    path: String,
+    /// Where the first segment ending in `.php` ends in `path`: the one split point
+    /// between a script and its `PATH_INFO`.
+    php_end: Option<usize>,
     /// Whether the path named a directory (`/dir/`, or ended in `/.` or `/..`).
     trailing_slash: bool,
     /// Starts with `/.well-known/`, the one dot directory served (static files only).
@@ -105,7 +111,7 @@ impl RequestPath {
         if !raw.starts_with('/') {
             return Err(ScriptError::BadRequest("the path does not start with '/'"));
         }
-        let decoded = percent_decode(raw.as_bytes())?;
+        let mut decoded = percent_decode(raw.as_bytes())?;
         // A decoded control byte is how CVE-2019-11043 (%0a) broke PHP-FPM's path
         // splitting; a backslash is a separator on some filesystems and to some PHP code.
         if decoded.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'\\') {
@@ -113,28 +119,21 @@ impl RequestPath {
                 "the path contains a control character or a backslash",
             ));
         }
-        let decoded = String::from_utf8(decoded)
-            .map_err(|_| ScriptError::BadRequest("the path is not valid UTF-8"))?;
-
-        let mut segments: Vec<String> = Vec::new();
-        let mut trailing_slash = false;
+        // The whole path, before `..` may drop a part of it.
+        if std::str::from_utf8(&decoded).is_err() {
+            return Err(ScriptError::BadRequest("the path is not valid UTF-8"));
+        }
         // `%2f` was decoded above, so it separates segments like `/` does: it cannot
         // hide a `..` from this walk.
-        for segment in decoded.split('/') {
-            trailing_slash = matches!(segment, "" | "." | "..");
-            match segment {
-                "" | "." => {}
-                ".." => {
-                    if segments.pop().is_none() {
-                        return Err(ScriptError::BadRequest("the path climbs above the root"));
-                    }
-                }
-                _ => segments.push(segment.to_owned()),
-            }
-        }
-
+        let trailing_slash = normalize(&mut decoded)?;
+        // Cut at `/` only, so still UTF-8.
+        let path = String::from_utf8(decoded)
+            .map_err(|_| ScriptError::BadRequest("the path is not valid UTF-8"))?;
         let mut well_known = false;
-        for (position, segment) in segments.iter().enumerate() {
+        let mut php_end = None;
+        let mut end = 0;
+        for (position, segment) in segments(&path).enumerate() {
+            end += 1 + segment.len();
             if segment.starts_with('.') {
                 if position == 0 && segment == ".well-known" {
                     well_known = true;
@@ -142,47 +141,94 @@ impl RequestPath {
                     return Ok(Parsed::Forbidden);
                 }
             }
+            if php_end.is_none() && ends_with_php(segment) {
+                php_end = Some(end);
+            }
         }
         Ok(Parsed::Path(RequestPath {
-            segments,
+            path,
+            php_end,
             trailing_slash,
             well_known,
         }))
     }
 
-    /// `/` + the first `count` segments.
-    fn url_prefix(&self, count: usize) -> String {
-        let mut url = String::new();
-        for segment in &self.segments[..count] {
-            url.push('/');
-            url.push_str(segment);
-        }
-        if url.is_empty() {
-            url.push('/');
-        }
-        url
+    /// The last segment (empty for the root).
+    fn last_segment(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or("")
     }
 
-    /// The path after the first `count` segments, with the trailing slash kept; `None`
-    /// when nothing follows.
-    fn rest_after(&self, count: usize) -> Option<String> {
-        let mut rest = String::new();
-        for segment in &self.segments[count..] {
-            rest.push('/');
-            rest.push_str(segment);
+    /// `/` + the segments that end at byte `end` of the path.
+    fn url_prefix(&self, end: usize) -> String {
+        match &self.path[..end] {
+            "" => "/".to_owned(),
+            prefix => prefix.to_owned(),
         }
-        if self.trailing_slash {
-            rest.push('/');
-        }
-        (!rest.is_empty()).then_some(rest)
     }
 
-    /// The first `count` segments as a path relative to the root.
-    fn fs_path(&self, root: &Path, count: usize) -> PathBuf {
-        let mut path = root.to_path_buf();
-        path.extend(&self.segments[..count]);
-        path
+    /// The path from byte `end` on, with the trailing slash kept; `None` when nothing
+    /// follows.
+    fn rest_after(&self, end: usize) -> Option<String> {
+        let rest = &self.path[end..];
+        let slash = if self.trailing_slash { "/" } else { "" };
+        (!rest.is_empty() || self.trailing_slash).then(|| [rest, slash].concat())
     }
+
+    /// The segments that end at byte `end` of the path, as a path below the root.
+    fn fs_path(&self, root: &Path, end: usize) -> PathBuf {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let prefix = &self.path[..end];
+        if prefix.is_empty() {
+            return root.to_path_buf();
+        }
+        let root = root.as_os_str().as_bytes();
+        let root = root.strip_suffix(b"/").unwrap_or(root);
+        let mut bytes = Vec::with_capacity(root.len() + prefix.len());
+        bytes.extend_from_slice(root);
+        bytes.extend_from_slice(prefix.as_bytes());
+        PathBuf::from(std::ffi::OsString::from_vec(bytes))
+    }
+}
+
+/// The segments of a normalised path (`/a/b`: `a`, `b`; empty: none).
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').skip(1)
+}
+
+/// Normalises a decoded path that starts with `/`, in place, to `/name/name...` without
+/// empty, `.` or `..` names (empty for the root). Returns whether the path named a
+/// directory (ended in `/`, `/.` or `/..`).
+fn normalize(path: &mut Vec<u8>) -> Result<bool, ScriptError> {
+    let len = path.len();
+    // `path[..kept]` is the normalised path so far; it never overtakes the reading.
+    let mut kept = 0;
+    let mut trailing_slash = false;
+    let mut at = 0; // at a `/`
+    while at < len {
+        let start = at + 1;
+        let end = path[start..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(len, |p| start + p);
+        match &path[start..end] {
+            b"" | b"." => trailing_slash = true,
+            b".." => {
+                trailing_slash = true;
+                if kept == 0 {
+                    return Err(ScriptError::BadRequest("the path climbs above the root"));
+                }
+                kept = path[..kept].iter().rposition(|&b| b == b'/').unwrap_or(0);
+            }
+            _ => {
+                trailing_slash = false;
+                path.copy_within(at..end, kept);
+                kept += end - at;
+            }
+        }
+        at = end;
+    }
+    path.truncate(kept);
+    Ok(trailing_slash)
 }
 
 /// What is at a path, following symlinks.
@@ -209,20 +255,20 @@ struct Resolver<'a> {
 
 impl Resolver<'_> {
     fn resolve(&self, path: &RequestPath) -> Result<Resolution, ScriptError> {
-        let all = path.segments.len();
+        let whole = path.path.len(); // where the last segment ends
 
         // Only the first `.php` segment is a split point, and only a regular file there
         // runs: `/uploads/evil.jpg/x.php` never executes `evil.jpg`.
-        if let Some(php) = path.segments.iter().position(|s| ends_with_php(s)) {
-            let script_path = path.fs_path(self.root, php + 1);
+        if let Some(php_end) = path.php_end {
+            let script_path = path.fs_path(self.root, php_end);
             let (entry, leaf) = self.entry(&script_path)?;
             match entry {
                 Entry::File => {
                     return self.php(
                         path.well_known,
-                        path.url_prefix(php + 1),
+                        path.url_prefix(php_end),
                         (script_path, leaf),
-                        || path.rest_after(php + 1),
+                        || path.rest_after(php_end),
                     )
                 }
                 Entry::Denied => return Ok(Resolution::Forbidden),
@@ -230,14 +276,14 @@ impl Resolver<'_> {
             }
         }
 
-        let target = path.fs_path(self.root, all);
+        let target = path.fs_path(self.root, whole);
         let (entry, leaf) = self.entry(&target)?;
         match entry {
             Entry::Dir if !path.trailing_slash => {
                 if !self.inside_root(&target, leaf)? {
                     return Ok(Resolution::Forbidden);
                 }
-                let mut location = percent_encode_path(&path.url_prefix(all));
+                let mut location = percent_encode_path(&path.url_prefix(whole));
                 location.push('/');
                 Ok(Resolution::RedirectToDir { location })
             }
@@ -246,7 +292,7 @@ impl Resolver<'_> {
                 let (entry, leaf) = self.entry(&script_path)?;
                 match entry {
                     Entry::File => {
-                        let mut script_name = path.url_prefix(all);
+                        let mut script_name = path.url_prefix(whole);
                         if !script_name.ends_with('/') {
                             script_name.push('/');
                         }
@@ -258,11 +304,11 @@ impl Resolver<'_> {
                 }
             }
             Entry::File => {
-                let name = path.segments.last().map_or("", String::as_str);
+                let name = path.last_segment();
                 if ends_with_php(name) {
                     return self.php(
                         path.well_known,
-                        path.url_prefix(all),
+                        path.url_prefix(whole),
                         (target, leaf),
                         || None,
                     );
@@ -868,6 +914,49 @@ mod tests {
                 path_info: None,
             }
         );
+    }
+
+    /// The segment-stack walk `normalize` replaces: segments as owned strings.
+    fn normalize_by_stack(path: &str) -> Option<(Vec<String>, bool)> {
+        let mut segments: Vec<String> = Vec::new();
+        let mut trailing_slash = false;
+        for segment in path.split('/') {
+            trailing_slash = matches!(segment, "" | "." | "..");
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    segments.pop()?;
+                }
+                _ => segments.push(segment.to_owned()),
+            }
+        }
+        Some((segments, trailing_slash))
+    }
+
+    #[test]
+    fn normalising_in_place_agrees_with_a_segment_stack() {
+        let names = ["", ".", "..", "a", "b.php", "..c", "é"];
+        let mut paths = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| names.iter().map(move |n| format!("{p}/{n}")))
+                .collect();
+            paths.extend(longer);
+        }
+        paths.retain(|p| !p.is_empty());
+        assert!(paths.len() > 2000);
+        for raw in &paths {
+            let mut bytes = raw.clone().into_bytes();
+            let ours = normalize(&mut bytes).ok().map(|trailing| {
+                let path = String::from_utf8(bytes).unwrap();
+                (
+                    segments(&path).map(str::to_owned).collect::<Vec<_>>(),
+                    trailing,
+                )
+            });
+            assert_eq!(ours, normalize_by_stack(raw), "{raw:?}");
+        }
     }
 
     #[test]
