@@ -5,6 +5,9 @@
 //!
 //! Run: `cargo bench -p fcgi-core --bench codec`
 
+// criterion's `criterion_group!` defines a public function it does not document.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -9,6 +9,9 @@
 //!
 //! Run: `cargo bench -p gateway --bench reload`
 
+// criterion's `criterion_group!` defines a public function it does not document.
+#![allow(missing_docs)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::Path;
