@@ -39,6 +39,10 @@
 //! # }
 //! ```
 
+// No `unwrap`/`expect` outside tests: what comes from the network, a file or the
+// config fails with a typed error instead.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod client;
 mod error;
 pub mod pool;

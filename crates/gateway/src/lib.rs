@@ -14,6 +14,10 @@
 //!   metering for billing, and Prometheus metrics.
 //! - [`admin`]: the admin API on its own listener (tenants, reload, usage, metrics).
 
+// No `unwrap`/`expect` outside tests: what comes from the network, a file or the
+// config fails with a typed error instead.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod access;
 pub mod admin;
 pub mod body;

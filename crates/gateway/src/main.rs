@@ -1,6 +1,10 @@
 //! The `gateway` binary: command-line parsing only; everything else is in the library
 //! ([`gateway::Gateway`] for `serve`, [`gateway::cli`] for the other commands).
 
+// No `unwrap`/`expect` outside tests: what comes from the network, a file or the
+// config fails with a typed error instead.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
