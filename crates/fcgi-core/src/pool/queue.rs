@@ -55,7 +55,7 @@ impl<W> KeyState<W> {
 
     /// The most connections this key may hold: its own cap and the fair share.
     fn limit(&self, share: usize) -> usize {
-        self.cap.map_or(share, |cap| cap.min(share))
+        limit(self.cap, share)
     }
 }
 
@@ -120,20 +120,18 @@ impl<W> FairQueue<W> {
     pub(crate) fn try_acquire(&mut self, key: &QueueKey, cap: Option<usize>) -> bool {
         let now = Instant::now();
         self.forget_idle(now);
-        let known = self.keys.len();
-        match self.keys.get_mut(&**key) {
+        let (capacity, known) = (self.capacity, self.keys.len());
+        let state = self.keys.get_mut(&**key);
+        if !admits(capacity, known, state.as_deref(), cap) {
+            return false;
+        }
+        match state {
             Some(state) => {
-                if !admits(self.capacity, known, Some(state), cap) {
-                    return false;
-                }
                 state.in_use += 1;
                 state.cap = cap;
                 state.last_active = now;
             }
             None => {
-                if !admits::<W>(self.capacity, known, None, cap) {
-                    return false;
-                }
                 let mut state = KeyState::new(cap, now);
                 state.in_use = 1;
                 self.keys.insert(key.clone(), state);
@@ -245,12 +243,16 @@ fn admits<W>(
     cap: Option<usize>,
 ) -> bool {
     let active = known + usize::from(state.is_none());
-    let share = fair_share(capacity, active);
-    let limit = cap.map_or(share, |cap| cap.min(share));
+    let limit = limit(cap, fair_share(capacity, active));
     match state {
         None => limit > 0,
         Some(state) => state.waiters.is_empty() && state.in_use < limit,
     }
+}
+
+/// The most connections a key may hold: its cap, if any, and its fair share.
+fn limit(cap: Option<usize>, share: usize) -> usize {
+    cap.map_or(share, |cap| cap.min(share))
 }
 
 #[cfg(test)]
