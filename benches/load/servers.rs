@@ -95,13 +95,7 @@ impl Server {
     /// Starts a fresh PHP-FPM pool and `kind` in front of it, and checks that
     /// `hello.php` answers through it.
     pub fn start(kind: Kind, gateway_bin: &Path) -> Server {
-        let fpm = start_fpm();
-        let upstream = fpm.address().to_upstream_string();
-        let dir = tempfile::Builder::new()
-            .prefix("load-bench-")
-            .tempdir()
-            .expect("cannot create a temp dir");
-        let (port, process) = match kind {
+        let server = Self::launch(kind, |upstream, dir| match kind {
             Kind::Gateway | Kind::GatewayQuiet | Kind::GatewayOneThread | Kind::GatewayCapped => {
                 let port = free_port();
                 let tenants = default_tenants(kind == Kind::GatewayCapped);
@@ -110,28 +104,20 @@ impl Server {
                 } else {
                     ""
                 };
-                let config = gateway_config(port, &upstream, threads, &tenants);
+                let config = gateway_config(port, upstream, threads, &tenants);
                 let quiet = kind == Kind::GatewayQuiet;
-                (port, spawn_gateway(gateway_bin, dir.path(), &config, quiet))
+                (port, spawn_gateway(gateway_bin, dir, &config, quiet))
             }
             Kind::NginxKeepalive | Kind::NginxPlain => {
-                let nginx = Nginx::start(&nginx_config(&upstream, kind == Kind::NginxKeepalive))
+                let nginx = Nginx::start(&nginx_config(upstream, kind == Kind::NginxKeepalive))
                     .expect("cannot start nginx");
                 (nginx.port(), Process::Nginx(nginx))
             }
             Kind::Caddy => {
                 let port = free_port();
-                (port, spawn_caddy(dir.path(), port, &upstream))
+                (port, spawn_caddy(dir, port, upstream))
             }
-        };
-        let mut server = Server {
-            kind,
-            port,
-            fpm,
-            process,
-            dir,
-        };
-        server.wait_ready();
+        });
         server.check_hello("bench.test");
         server
     }
@@ -139,17 +125,25 @@ impl Server {
     /// Starts the gateway with a config of `tenants` (name, host, params block) in front
     /// of a fresh PHP-FPM pool.
     pub fn start_gateway_with(gateway_bin: &Path, tenants: &str) -> Server {
+        Self::launch(Kind::Gateway, |upstream, dir| {
+            let port = free_port();
+            let config = gateway_config(port, upstream, "", tenants);
+            (port, spawn_gateway(gateway_bin, dir, &config, false))
+        })
+    }
+
+    /// Starts a fresh PHP-FPM pool and, with `spawn` (given the pool's address and a
+    /// scratch directory), the server in front of it; waits until that server accepts.
+    fn launch(kind: Kind, spawn: impl FnOnce(&str, &Path) -> (u16, Process)) -> Server {
         let fpm = start_fpm();
         let upstream = fpm.address().to_upstream_string();
         let dir = tempfile::Builder::new()
             .prefix("load-bench-")
             .tempdir()
             .expect("cannot create a temp dir");
-        let port = free_port();
-        let config = gateway_config(port, &upstream, "", tenants);
-        let process = spawn_gateway(gateway_bin, dir.path(), &config, false);
+        let (port, process) = spawn(&upstream, dir.path());
         let mut server = Server {
-            kind: Kind::Gateway,
+            kind,
             port,
             fpm,
             process,
