@@ -510,14 +510,10 @@ impl Fpm {
         let wanted = self.config.workers as usize;
         loop {
             let address = self.address.to_upstream_string();
-            // Taken out for the call, so the log can be read through `self` meanwhile.
-            let mut leader = self.leader.take();
-            let running =
-                crate::process::ensure_running(&mut leader, &self.binary, &address, || {
-                    self.log_tail()
-                });
-            self.leader = leader;
-            running?;
+            let dir = self.dir.path();
+            crate::process::ensure_running(&mut self.leader, &self.binary, &address, || {
+                Self::log_tail_in(dir)
+            })?;
             let workers = self.worker_pids()?;
             if workers.len() >= wanted
                 && workers_ok(&workers)
@@ -538,7 +534,12 @@ impl Fpm {
     }
 
     fn log_tail(&self) -> String {
-        let dir = self.dir.path();
+        Self::log_tail_in(self.dir.path())
+    }
+
+    /// The end of the logs in `dir`: a function of the directory alone, so it can be
+    /// called while another field of `self` is borrowed mutably.
+    fn log_tail_in(dir: &Path) -> String {
         log_tail(
             &[&dir.join(LOG_FILE), &dir.join(STDERR_FILE)],
             LOG_TAIL_LINES,

@@ -164,14 +164,10 @@ impl Nginx {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let address = addr.to_upstream_string();
-            // Taken out for the call, so the log can be read through `self` meanwhile.
-            let mut leader = self.leader.take();
-            let running =
-                crate::process::ensure_running(&mut leader, &self.binary, &address, || {
-                    self.log_tail()
-                });
-            self.leader = leader;
-            running?;
+            let dir = self.dir.path();
+            crate::process::ensure_running(&mut self.leader, &self.binary, &address, || {
+                Self::log_tail_in(dir)
+            })?;
             if addr.connect(Duration::from_millis(10)).is_ok() {
                 return Ok(());
             }
@@ -190,7 +186,12 @@ impl Nginx {
     }
 
     fn log_tail(&self) -> String {
-        let dir = self.dir.path();
+        Self::log_tail_in(self.dir.path())
+    }
+
+    /// The end of the logs in `dir`: a function of the directory alone, so it can be
+    /// called while another field of `self` is borrowed mutably.
+    fn log_tail_in(dir: &Path) -> String {
         log_tail(&[&dir.join(ERROR_LOG), &dir.join(STDERR_FILE)], 40)
     }
 }
