@@ -13,6 +13,7 @@
 //! - [`access`], [`usage`], [`usage_store`], [`metrics`]: the access log, per-tenant usage
 //!   metering for billing, and Prometheus metrics.
 //! - [`admin`]: the admin API on its own listener (tenants, reload, usage, metrics).
+//! - [`tenant_ops`]: the tenant commands both the CLI ([`cli`]) and the admin API run.
 
 // No `unwrap`/`expect` outside tests: what comes from the network, a file or the
 // config fails with a typed error instead.
@@ -37,6 +38,7 @@ pub mod snapshot;
 pub mod spool;
 pub mod static_files;
 pub mod tenant;
+pub mod tenant_ops;
 pub mod usage;
 pub mod usage_store;
 

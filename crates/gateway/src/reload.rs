@@ -82,12 +82,28 @@ impl Reloader {
 
     /// Reads, validates and applies the file. On error the old snapshot keeps serving.
     pub async fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
+        self.put_in_service(None).await
+    }
+
+    /// Applies `config`, which its caller has just loaded from this reloader's file (an
+    /// edit's [`ConfigDocument::save`](crate::config::ConfigDocument::save) returns the
+    /// config it validated), so the file is not read and parsed a second time. Otherwise
+    /// as [`reload`](Self::reload).
+    pub async fn apply(&self, config: Config) -> Result<ReloadOutcome, ReloadError> {
+        self.put_in_service(Some(config)).await
+    }
+
+    /// [`reload`](Self::reload) with the file's config already `loaded`, or not.
+    async fn put_in_service(&self, loaded: Option<Config>) -> Result<ReloadOutcome, ReloadError> {
         let _guard = self.lock.lock().await;
         let path = self.path.clone();
         let state = self.state.clone();
         // Parsing 10,000 tenants and reading files is blocking work.
         let result = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
-            let config = Config::load(&path)?;
+            let config = match loaded {
+                Some(config) => config,
+                None => Config::load(&path)?,
+            };
             let previous = state.load();
             if *previous.config == config && !suspended_page_changed(&previous) {
                 return Ok(None);

@@ -1,66 +1,27 @@
 //! The tenant resources: `GET /tenants`, and `GET`, `PUT`, `DELETE`, `POST …/suspend`
 //! and `POST …/resume` on `/tenants/{name}`.
 //!
-//! Reads come from the config in service. Writes edit the config file through
-//! [`ConfigDocument`] (validated before anything is written, comments kept, replaced
-//! atomically) and then reload it, so the answer shows the tenant as it is now served.
-
-use std::collections::BTreeMap;
+//! The operations themselves are [`crate::tenant_ops`], shared with the CLI; this file
+//! is their HTTP side: the JSON body in, the status code and JSON answer out. Reads come
+//! from the config in service. Writes edit the config file (validated before anything is
+//! written, comments kept, replaced atomically) and put the config they saved in service,
+//! so the answer shows the tenant as it is now served.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
-use serde::Serialize;
 
 use super::error::{json_error_detail, ApiError};
 use super::{json_response, AdminApi};
 use crate::config::tenant::is_valid_tenant_name;
-use crate::config::{
-    displayed_param_value, is_secret_param, Config, ConfigDocument, ConfigErrorKind, EditError,
-    TenantConfig,
-};
+use crate::config::{Config, ConfigDocument, ConfigErrorKind, TenantSettings};
 use crate::snapshot::SharedState;
-
-/// What secret param values are shown as; sent back in a `PUT`, it keeps the value in
-/// service, so a read-modify-write round trip does not overwrite a password with it.
-const MASK: &str = "***";
-
-/// A tenant as the API shows it: the `[tenants.NAME]` table plus its name, hosts
-/// normalised, secret param values masked.
-#[derive(Serialize)]
-struct TenantView<'a> {
-    name: &'a str,
-    hosts: &'a [String],
-    enabled: bool,
-    max_concurrency: Option<usize>,
-    params: BTreeMap<&'a str, &'a str>,
-}
-
-impl<'a> TenantView<'a> {
-    fn new(name: &'a str, tenant: &'a TenantConfig) -> Self {
-        Self {
-            name,
-            hosts: &tenant.hosts,
-            enabled: tenant.enabled,
-            max_concurrency: tenant.max_concurrency,
-            params: tenant
-                .params
-                .iter()
-                .map(|(key, value)| (key.as_str(), displayed_param_value(key, value)))
-                .collect(),
-        }
-    }
-}
+use crate::tenant_ops::{self, PutMode, PutTenant, TenantOpError};
 
 /// `GET /tenants`: every tenant in service, by name.
 pub(super) fn list(state: &SharedState) -> Response<Full<Bytes>> {
     let snapshot = state.load();
-    let tenants: Vec<TenantView<'_>> = snapshot
-        .config
-        .tenants
-        .iter()
-        .map(|(name, tenant)| TenantView::new(name, tenant))
-        .collect();
+    let tenants = tenant_ops::list(&snapshot.config);
     json_response(StatusCode::OK, &serde_json::json!({ "tenants": tenants }))
 }
 
@@ -80,7 +41,7 @@ pub(super) async fn put(
             ConfigErrorKind::InvalidTenantName(name.to_owned()).to_string(),
         ));
     }
-    let mut tenant: TenantConfig = serde_json::from_slice(body).map_err(|err| {
+    let settings: TenantSettings = serde_json::from_slice(body).map_err(|err| {
         if err.is_data() {
             ApiError::InvalidTenant(json_error_detail(&err))
         } else {
@@ -90,15 +51,16 @@ pub(super) async fn put(
             ))
         }
     })?;
+    let mut put = PutTenant {
+        name: name.to_owned(),
+        settings,
+    };
     let state = api.state.clone();
-    let owned = name.to_owned();
     let created = api
         .edit(move |doc| {
             // Under the edit lock: the config in service is the one the last edit saved.
-            keep_masked_secrets(&owned, &mut tenant, &state.load().config)?;
-            let created = !doc.contains_tenant(&owned);
-            doc.set_tenant(&owned, &tenant).map_err(EditOrApi::Edit)?;
-            Ok(created)
+            put.keep_masked_secrets(&state.load().config)?;
+            put.apply(doc, PutMode::CreateOrReplace)
         })
         .await?;
     tracing::info!(
@@ -121,14 +83,7 @@ pub(super) async fn put(
 /// `DELETE /tenants/{name}`: 204, or 404 if there is no such tenant.
 pub(super) async fn delete(api: &AdminApi, name: &str) -> Result<Response<Full<Bytes>>, ApiError> {
     let owned = name.to_owned();
-    api.edit(move |doc| {
-        if doc.remove_tenant(&owned) {
-            Ok(())
-        } else {
-            Err(EditOrApi::Api(ApiError::UnknownTenant(owned)))
-        }
-    })
-    .await?;
+    api.edit(move |doc| tenant_ops::remove(doc, &owned)).await?;
     tracing::info!(
         target: "admin",
         tenant = name,
@@ -149,7 +104,7 @@ pub(super) async fn set_enabled(
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let owned = name.to_owned();
     let changed = api
-        .edit(move |doc| doc.set_enabled(&owned, enabled).map_err(EditOrApi::Edit))
+        .edit(move |doc| tenant_ops::set_enabled(doc, &owned, enabled))
         .await?;
     if changed {
         let action = if enabled { "resumed" } else { "suspended" };
@@ -169,82 +124,42 @@ fn respond_with_tenant(
     status: StatusCode,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let snapshot = state.load();
-    let tenant = snapshot
-        .config
-        .tenants
-        .get(name)
-        .ok_or_else(|| ApiError::UnknownTenant(name.to_owned()))?;
-    Ok(json_response(status, &TenantView::new(name, tenant)))
-}
-
-/// Replaces each secret param sent as [`MASK`] with the value in service. A mask for a
-/// param the tenant does not have is refused: stored, it would become the password.
-fn keep_masked_secrets(
-    name: &str,
-    tenant: &mut TenantConfig,
-    current: &Config,
-) -> Result<(), EditOrApi> {
-    let current = current.tenants.get(name);
-    for (key, value) in tenant.params.iter_mut() {
-        if value != MASK || !is_secret_param(key) {
-            continue;
-        }
-        match current.and_then(|t| t.params.get(key)) {
-            Some(kept) => value.clone_from(kept),
-            None => {
-                return Err(EditOrApi::Api(ApiError::InvalidTenant(format!(
-                    "param {key:?}: \"{MASK}\" keeps a secret's current value, \
-                     but this tenant has none; send the real value"
-                ))))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// How an edit's change step fails: the document refused it, or the request is wrong
-/// in a way only visible with the document at hand.
-pub(super) enum EditOrApi {
-    /// Mapped by [`ApiError::from_edit`].
-    Edit(EditError),
-    /// Already an answer.
-    Api(ApiError),
+    let detail = tenant_ops::show(&snapshot.config, name)
+        .map_err(|_| ApiError::UnknownTenant(name.to_owned()))?;
+    Ok(json_response(status, &detail.tenant))
 }
 
 impl AdminApi {
-    /// Loads the config file, applies `change`, saves it (validated, atomically) and
-    /// reloads, all under the edit lock, in a task of its own: a client that hangs up
-    /// mid-edit does not leave a change saved but not in service. File work runs on a
-    /// blocking thread.
+    /// Runs `change` through [`tenant_ops::edit`] (load, change, save, validated and
+    /// atomically) and puts the config it saved in service, all under the edit lock, in
+    /// a task of its own: a client that hangs up mid-edit does not leave a change saved
+    /// but not in service. File work runs on a blocking thread.
     async fn edit<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&mut ConfigDocument) -> Result<T, EditOrApi> + Send + 'static,
+        change: impl FnOnce(&mut ConfigDocument) -> Result<T, TenantOpError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let lock = self.edits.clone().lock_owned().await;
         let reloader = self.reloader.clone();
         let edit = tokio::spawn(async move {
             let _lock = lock;
             let path = reloader.path().to_path_buf();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let was_valid = || Config::load(&path).is_ok();
-                let mut doc = ConfigDocument::load(&path)
-                    .map_err(|err| ApiError::from_edit(err, || false))?;
-                let value = change(&mut doc).map_err(|err| match err {
-                    EditOrApi::Edit(err) => ApiError::from_edit(err, was_valid),
-                    EditOrApi::Api(err) => err,
-                })?;
-                doc.save()
-                    .map_err(|err| ApiError::from_edit(err, was_valid))?;
-                Ok::<T, ApiError>(value)
+            let (value, config) = tokio::task::spawn_blocking(move || {
+                tenant_ops::edit(&path, change).map_err(|err| match err {
+                    TenantOpError::Edit(err) => {
+                        ApiError::from_edit(err, || Config::load(&path).is_ok())
+                    }
+                    TenantOpError::UnknownTenant { tenant, .. } => ApiError::UnknownTenant(tenant),
+                    err => ApiError::InvalidTenant(err.to_string()),
+                })
             })
             .await
             .map_err(|err| ApiError::Internal(format!("the edit did not finish: {err}")))??;
-            reloader.reload().await.map_err(|err| {
+            reloader.apply(config).await.map_err(|err| {
                 ApiError::NotApplied(format!(
                     "the change was saved to the config file but is not in service: {err}"
                 ))
             })?;
-            Ok(outcome)
+            Ok(value)
         });
         edit.await
             .map_err(|err| ApiError::Internal(format!("the edit did not finish: {err}")))?

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use super::error::{line_col, ConfigError};
-use super::{base_dir_of, validate_tenant, Config, TenantConfig};
+use super::{base_dir_of, Config, TenantConfig, TenantSettings};
 
 /// Why an edit could not be made or saved.
 #[derive(Debug, thiserror::Error)]
@@ -154,10 +154,18 @@ impl ConfigDocument {
     /// (keeping its comments, key order, and values that did not change). Params are
     /// written as an inline table and hosts as an array, like the shipped example.
     ///
-    /// Checks the tenant on its own ([`validate_tenant`]); conflicts with other tenants
-    /// are caught by [`save`](Self::save).
-    pub fn set_tenant(&mut self, name: &str, tenant: &TenantConfig) -> Result<(), EditError> {
-        validate_tenant(name, tenant).map_err(|err| EditError::Invalid(err.in_file(&self.path)))?;
+    /// Checks the tenant on its own ([`TenantSettings::validate`]) before it touches the
+    /// document, and writes it as given (hosts as typed); conflicts with other tenants
+    /// are caught by [`save`](Self::save). Returns the tenant validated.
+    pub fn set_tenant(
+        &mut self,
+        name: &str,
+        tenant: &TenantSettings,
+    ) -> Result<TenantConfig, EditError> {
+        let valid = tenant
+            .clone()
+            .validate(name)
+            .map_err(|err| EditError::Invalid(err.in_file(&self.path)))?;
         let max_concurrency = match tenant.max_concurrency {
             Some(n) => Some(i64::try_from(n).map_err(|_| {
                 EditError::Invalid(
@@ -179,7 +187,7 @@ impl ConfigDocument {
             })?;
         if !tenants.contains_key(name) {
             tenants.insert(name, new_tenant_item(tenant, max_concurrency, inline));
-            return Ok(());
+            return Ok(valid);
         }
         let existing = tenants
             .get_mut(name)
@@ -189,7 +197,7 @@ impl ConfigDocument {
                 key: format!("tenants.{name}"),
             })?;
         update_tenant(existing, tenant, max_concurrency);
-        Ok(())
+        Ok(valid)
     }
 
     /// Removes `[tenants.NAME]` (and any `[tenants.NAME.params]`), with the comments
@@ -296,7 +304,7 @@ fn tenants_item(doc: &mut DocumentMut) -> &mut Item {
 
 /// A new tenant: a `[tenants.NAME]` table, or an inline table if `tenants` itself is
 /// written inline.
-fn new_tenant_item(tenant: &TenantConfig, max_concurrency: Option<i64>, inline: bool) -> Item {
+fn new_tenant_item(tenant: &TenantSettings, max_concurrency: Option<i64>, inline: bool) -> Item {
     let mut table = Table::new();
     table.insert("hosts", Item::Value(hosts_value(tenant)));
     if !tenant.params.is_empty() {
@@ -316,7 +324,7 @@ fn new_tenant_item(tenant: &TenantConfig, max_concurrency: Option<i64>, inline: 
 }
 
 /// Rewrites an existing tenant's settings, touching only what differs.
-fn update_tenant(table: &mut dyn TableLike, tenant: &TenantConfig, max_concurrency: Option<i64>) {
+fn update_tenant(table: &mut dyn TableLike, tenant: &TenantSettings, max_concurrency: Option<i64>) {
     let same_hosts = table
         .get("hosts")
         .and_then(Item::as_array)
@@ -370,7 +378,7 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantConfig, max_concurren
 /// Brings a params table (inline or `[tenants.NAME.params]`) to `tenant.params`: removes
 /// params no longer there, rewrites changed values, appends new ones in name order.
 /// Returns whether anything changed.
-fn update_params(params: &mut dyn TableLike, tenant: &TenantConfig) -> bool {
+fn update_params(params: &mut dyn TableLike, tenant: &TenantSettings) -> bool {
     let stale: Vec<String> = params
         .iter()
         .map(|(name, _)| name.to_owned())
@@ -397,11 +405,11 @@ fn update_params(params: &mut dyn TableLike, tenant: &TenantConfig) -> bool {
     changed
 }
 
-fn hosts_value(tenant: &TenantConfig) -> Value {
+fn hosts_value(tenant: &TenantSettings) -> Value {
     Value::Array(tenant.hosts.iter().map(String::as_str).collect::<Array>())
 }
 
-fn params_value(tenant: &TenantConfig) -> Value {
+fn params_value(tenant: &TenantSettings) -> Value {
     let mut params: InlineTable = tenant
         .params
         .iter()
@@ -512,14 +520,14 @@ max_concurrency = 2 # small plan
         FILE.replace("\n[tenants.centro2.extra_comment_anchor]\n", "")
     }
 
-    fn tenant(hosts: &[&str], params: &[(&str, &str)]) -> TenantConfig {
-        TenantConfig {
+    fn tenant(hosts: &[&str], params: &[(&str, &str)]) -> TenantSettings {
+        TenantSettings {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             params: params
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
-            ..TenantConfig::default()
+            ..TenantSettings::default()
         }
     }
 
@@ -533,9 +541,9 @@ max_concurrency = 2 # small plan
             &[("DBHOST", "10.0.0.3"), ("DBPASS", "s3")],
         );
         new.max_concurrency = Some(3);
-        doc.set_tenant("centro3", &new).unwrap();
+        let added = doc.set_tenant("centro3", &new).unwrap();
         let config = doc.save().unwrap();
-        assert_eq!(config.tenants["centro3"], new);
+        assert_eq!(config.tenants["centro3"], added);
 
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(

@@ -4,14 +4,16 @@
 //! # Layout
 //! - [`units`]: durations (`"2s"`) and sizes (`"64MiB"`).
 //! - [`server`], [`fastcgi`]: the `[server]` and `[fastcgi]` tables.
-//! - [`tenant`]: one `[tenants.NAME]` table and its rules ([`validate_tenant`]), shared
-//!   with the admin API and CLI that edit the file with `toml_edit`.
+//! - [`tenant`]: one `[tenants.NAME]` table as written ([`TenantSettings`]) and validated
+//!   ([`TenantConfig`], by [`TenantSettings::validate`]), shared with the admin API and
+//!   CLI that edit the file with `toml_edit`.
 //! - [`error`]: [`ConfigError`], which names the file, line, column and tenant.
 //! - [`edit`]: [`ConfigDocument`], comment-preserving edits of the file (CLI, admin API)
 //!   that refuse to save anything [`Config::parse`] would reject.
 //!
 //! Parsing uses serde structs that deny unknown fields, so a typo is an error rather
-//! than a silently ignored setting. Validation works on those structs; only when it fails
+//! than a silently ignored setting. Validation turns those structs into the validated
+//! types [`Config`] holds, once: nothing downstream checks them again. Only when it fails
 //! is the text parsed again (with `toml_edit`, which keeps positions) to say where.
 
 pub mod edit;
@@ -34,8 +36,8 @@ pub use error::{ConfigError, ConfigErrorKind};
 pub use fastcgi::{FastCgiConfig, Upstream};
 pub use server::{AdminToken, ServerConfig};
 pub use tenant::{
-    displayed_param_value, is_secret_param, validate_param, validate_tenant, HostPattern,
-    TenantConfig,
+    displayed_param_value, is_secret_param, validate_param, HostPattern, TenantConfig,
+    TenantSettings,
 };
 
 use error::{keys, KeySegment};
@@ -103,7 +105,7 @@ struct RawConfig {
     #[serde(default)]
     usage: RawUsage,
     #[serde(default)]
-    tenants: BTreeMap<String, TenantConfig>,
+    tenants: BTreeMap<String, TenantSettings>,
 }
 
 #[derive(Default, Deserialize)]
@@ -158,8 +160,7 @@ impl Config {
                 .map_err(|kind| ConfigError::new(kind).at(keys(&["defaults", "params", name])))?;
         }
 
-        let mut tenants = raw.tenants;
-        check_tenants(&mut tenants)?;
+        let tenants = check_tenants(raw.tenants)?;
 
         let usage = UsageConfig {
             database: raw.usage.database.map(|db| base_dir.join(db)),
@@ -193,41 +194,45 @@ pub(crate) fn base_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
     std::path::absolute(dir).map_err(|err| ConfigError::io(dir, err))
 }
 
-/// Validates every tenant, normalises its hosts in place, and checks no host is claimed
-/// twice. Tenants are visited in name order, so "first" in a duplicate error is stable.
-fn check_tenants(tenants: &mut BTreeMap<String, TenantConfig>) -> Result<(), ConfigError> {
+/// Validates every tenant and checks no host is claimed twice. Tenants are visited in
+/// name order, so "first" in a duplicate error is stable.
+fn check_tenants(
+    tenants: BTreeMap<String, TenantSettings>,
+) -> Result<BTreeMap<String, TenantConfig>, ConfigError> {
     let host_count = tenants.values().map(|t| t.hosts.len()).sum();
-    // Exact hosts and wildcard suffixes are separate namespaces: `a.example` and
-    // `*.a.example` do not collide.
-    let mut owners: HashMap<HostPattern, &str> = HashMap::with_capacity(host_count);
-    for (name, tenant) in tenants.iter_mut() {
+    let mut valid = BTreeMap::new();
+    // Normalised hosts keep the `*.` of a wildcard, so exact hosts and wildcard suffixes
+    // do not collide: `a.example` and `*.a.example` are different keys.
+    let mut owners: HashMap<String, String> = HashMap::with_capacity(host_count);
+    for (name, settings) in tenants {
         let in_tenant = || {
             [
                 KeySegment::Key("tenants".into()),
                 KeySegment::Key(name.clone()),
             ]
         };
-        let patterns =
-            tenant::validate_tenant_hosts(name, tenant).map_err(|err| err.within(in_tenant()))?;
-        for (index, pattern) in patterns.iter().enumerate() {
-            if let Some(first) = owners.get(pattern) {
+        let tenant = settings
+            .validate(&name)
+            .map_err(|err| err.within(in_tenant()))?;
+        for (index, host) in tenant.hosts.iter().enumerate() {
+            if let Some(first) = owners.get(host) {
                 return Err(ConfigError::new(ConfigErrorKind::DuplicateHost {
-                    host: pattern.to_config_string(),
-                    first: (*first).to_owned(),
+                    host: host.clone(),
+                    first: first.clone(),
                     second: name.clone(),
                 })
-                .for_tenant(name)
+                .for_tenant(&name)
                 .at(in_tenant()
                     .into_iter()
                     .chain([KeySegment::Key("hosts".into()), KeySegment::Index(index)])));
             }
         }
-        tenant.hosts = patterns.iter().map(HostPattern::to_config_string).collect();
-        for pattern in patterns {
-            owners.insert(pattern, name);
+        for host in &tenant.hosts {
+            owners.insert(host.clone(), name.clone());
         }
+        valid.insert(name, tenant);
     }
-    Ok(())
+    Ok(valid)
 }
 
 #[cfg(test)]

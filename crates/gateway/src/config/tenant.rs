@@ -1,7 +1,8 @@
-//! One tenant's settings as written under `[tenants.NAME]`, and the rules they must meet.
+//! One tenant's settings: as written under `[tenants.NAME]` ([`TenantSettings`]), and
+//! once they meet the rules ([`TenantConfig`]), which they are checked against once.
 //!
-//! Kept free of file positions so the admin API and the CLI can validate a tenant they
-//! are about to write (with `toml_edit`) using exactly the rules a full load applies.
+//! Kept free of file positions so the admin API and the CLI validate a tenant they are
+//! about to write (with `toml_edit`) with exactly the rules a full load applies.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +10,7 @@ use std::fmt;
 use fcgi_core::proto::params::encoded_pair_len;
 use fcgi_core::proto::record::MAX_CONTENT_LEN;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::error::{ConfigError, ConfigErrorKind, KeySegment};
 
@@ -41,13 +42,14 @@ pub const RESERVED_PARAM_NAMES: &[&str] = &[
     "PATH_TRANSLATED",
 ];
 
-/// One tenant's settings, as deserialized from `[tenants.NAME]`.
+/// One tenant's settings as written: a `[tenants.NAME]` table, the admin API's `PUT`
+/// body, or the CLI's `tenants add` arguments. Nothing is checked yet:
+/// [`validate`](Self::validate) turns it into the [`TenantConfig`] everything else uses.
 ///
-/// After [`Config::parse`](super::Config::parse) the hosts are normalised (lower-case, no
-/// trailing dot). `Debug` shows param names only: values hold database passwords.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// `Debug` shows param names only: values hold database passwords.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TenantConfig {
+pub struct TenantSettings {
     /// Host names (`a.example.org`) and wildcards (`*.a.example.org`) served for this
     /// tenant. Defaults to empty only so that validation, not serde, reports it, naming
     /// the tenant.
@@ -64,12 +66,45 @@ pub struct TenantConfig {
     pub enabled: bool,
     /// Cap on how many PHP-FPM connections this tenant may hold at once, so one busy
     /// tenant cannot take the whole shared pool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+}
+
+/// One tenant's validated settings: what [`TenantSettings::validate`] returns and
+/// [`Config::tenants`](super::Config::tenants) holds. Hosts are normalised (lower-case,
+/// no trailing dot), each once; params are well-formed, unreserved and fit a FastCGI
+/// record. The registry, the admin API and the CLI take it as it is and check nothing
+/// again. Like [`Config`](super::Config)'s, its fields are public: one built by hand (a
+/// test, an embedder) is trusted as it is.
+///
+/// `Debug` shows param names only: values hold database passwords.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TenantConfig {
+    /// Normalised hosts (`a.example.org`, `*.a.example.org`).
+    pub hosts: Vec<String>,
+    /// FastCGI params injected into every request for this tenant; they win over
+    /// `[defaults.params]`.
+    pub params: BTreeMap<String, String>,
+    /// A disabled tenant keeps its hosts (they answer with the suspended page) but sends
+    /// nothing to PHP-FPM.
+    pub enabled: bool,
+    /// Cap on how many PHP-FPM connections this tenant may hold at once (at least 1).
     pub max_concurrency: Option<usize>,
 }
 
 fn enabled_by_default() -> bool {
     true
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            params: BTreeMap::new(),
+            enabled: true,
+            max_concurrency: None,
+        }
+    }
 }
 
 impl Default for TenantConfig {
@@ -83,14 +118,51 @@ impl Default for TenantConfig {
     }
 }
 
+/// Both tenant types print alike: names of params, never their values.
+fn debug_tenant(
+    f: &mut fmt::Formatter<'_>,
+    type_name: &str,
+    hosts: &[String],
+    params: &BTreeMap<String, String>,
+    enabled: bool,
+    max_concurrency: Option<usize>,
+) -> fmt::Result {
+    f.debug_struct(type_name)
+        .field("hosts", &hosts)
+        .field("params", &params.keys().collect::<Vec<_>>())
+        .field("enabled", &enabled)
+        .field("max_concurrency", &max_concurrency)
+        .finish()
+}
+
+impl fmt::Debug for TenantSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            hosts,
+            params,
+            enabled,
+            max_concurrency,
+        } = self;
+        debug_tenant(
+            f,
+            "TenantSettings",
+            hosts,
+            params,
+            *enabled,
+            *max_concurrency,
+        )
+    }
+}
+
 impl fmt::Debug for TenantConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantConfig")
-            .field("hosts", &self.hosts)
-            .field("params", &self.params.keys().collect::<Vec<_>>())
-            .field("enabled", &self.enabled)
-            .field("max_concurrency", &self.max_concurrency)
-            .finish()
+        let Self {
+            hosts,
+            params,
+            enabled,
+            max_concurrency,
+        } = self;
+        debug_tenant(f, "TenantConfig", hosts, params, *enabled, *max_concurrency)
     }
 }
 
@@ -230,76 +302,74 @@ pub fn validate_param(name: &str, value: &str) -> Result<(), ConfigErrorKind> {
     Ok(())
 }
 
-/// Checks one tenant on its own: its name, hosts, params and limits. Does not see other
-/// tenants, so duplicate hosts across tenants are checked by
-/// [`Config::parse`](super::Config::parse) and
-/// [`Registry::build`](crate::tenant::Registry::build).
-///
-/// Errors name the tenant; their position is filled in when validating a whole file.
-pub fn validate_tenant(name: &str, tenant: &TenantConfig) -> Result<(), ConfigError> {
-    validate_tenant_hosts(name, tenant).map(|_| ())
-}
-
-/// [`validate_tenant`], also returning the normalised host patterns so callers do not
-/// parse them twice.
-pub(crate) fn validate_tenant_hosts(
-    name: &str,
-    tenant: &TenantConfig,
-) -> Result<Vec<HostPattern>, ConfigError> {
-    let fail = |kind: ConfigErrorKind, path: Vec<KeySegment>| {
-        Err(ConfigError::new(kind).for_tenant(name).at(path))
-    };
-    if !is_valid_tenant_name(name) {
-        return fail(ConfigErrorKind::InvalidTenantName(name.to_owned()), vec![]);
-    }
-    if tenant.hosts.is_empty() {
-        return fail(
-            ConfigErrorKind::NoHosts(name.to_owned()),
-            vec![KeySegment::Key("hosts".into())],
-        );
-    }
-    let mut patterns = Vec::with_capacity(tenant.hosts.len());
-    for (index, host) in tenant.hosts.iter().enumerate() {
-        let at = vec![KeySegment::Key("hosts".into()), KeySegment::Index(index)];
-        let pattern = match HostPattern::parse(host) {
-            Ok(pattern) => pattern,
-            Err(reason) => {
-                let host = host.clone();
-                return fail(ConfigErrorKind::InvalidHost { host, reason }, at);
-            }
+impl TenantSettings {
+    /// Checks one tenant on its own (its name, hosts, params and limits) and returns it
+    /// validated, hosts normalised. Does not see other tenants, so hosts claimed by two
+    /// tenants are caught by [`Config::parse`](super::Config::parse) (and
+    /// [`Registry::build`](crate::tenant::Registry::build)).
+    ///
+    /// Errors name the tenant; their position is filled in when validating a whole file.
+    pub fn validate(self, name: &str) -> Result<TenantConfig, ConfigError> {
+        let fail = |kind: ConfigErrorKind, path: Vec<KeySegment>| {
+            Err(ConfigError::new(kind).for_tenant(name).at(path))
         };
-        if patterns.contains(&pattern) {
+        if !is_valid_tenant_name(name) {
+            return fail(ConfigErrorKind::InvalidTenantName(name.to_owned()), vec![]);
+        }
+        if self.hosts.is_empty() {
             return fail(
-                ConfigErrorKind::DuplicateHost {
-                    host: pattern.to_config_string(),
-                    first: name.to_owned(),
-                    second: name.to_owned(),
-                },
-                at,
+                ConfigErrorKind::NoHosts(name.to_owned()),
+                vec![KeySegment::Key("hosts".into())],
             );
         }
-        patterns.push(pattern);
-    }
-    for (param, value) in &tenant.params {
-        if let Err(kind) = validate_param(param, value) {
-            return fail(
-                kind,
-                vec![
-                    KeySegment::Key("params".into()),
-                    KeySegment::Key(param.clone()),
-                ],
-            );
+        let mut patterns = Vec::with_capacity(self.hosts.len());
+        for (index, host) in self.hosts.iter().enumerate() {
+            let at = vec![KeySegment::Key("hosts".into()), KeySegment::Index(index)];
+            let pattern = match HostPattern::parse(host) {
+                Ok(pattern) => pattern,
+                Err(reason) => {
+                    let host = host.clone();
+                    return fail(ConfigErrorKind::InvalidHost { host, reason }, at);
+                }
+            };
+            if patterns.contains(&pattern) {
+                return fail(
+                    ConfigErrorKind::DuplicateHost {
+                        host: pattern.to_config_string(),
+                        first: name.to_owned(),
+                        second: name.to_owned(),
+                    },
+                    at,
+                );
+            }
+            patterns.push(pattern);
         }
+        for (param, value) in &self.params {
+            if let Err(kind) = validate_param(param, value) {
+                return fail(
+                    kind,
+                    vec![
+                        KeySegment::Key("params".into()),
+                        KeySegment::Key(param.clone()),
+                    ],
+                );
+            }
+        }
+        if self.max_concurrency == Some(0) {
+            return Err(ConfigError::invalid(
+                "max_concurrency",
+                "must be at least 1 (set enabled = false to stop a tenant)",
+            )
+            .for_tenant(name)
+            .at([KeySegment::Key("max_concurrency".into())]));
+        }
+        Ok(TenantConfig {
+            hosts: patterns.iter().map(HostPattern::to_config_string).collect(),
+            params: self.params,
+            enabled: self.enabled,
+            max_concurrency: self.max_concurrency,
+        })
     }
-    if tenant.max_concurrency == Some(0) {
-        return Err(ConfigError::invalid(
-            "max_concurrency",
-            "must be at least 1 (set enabled = false to stop a tenant)",
-        )
-        .for_tenant(name)
-        .at([KeySegment::Key("max_concurrency".into())]));
-    }
-    Ok(patterns)
 }
 
 /// Reads a param table whose values are strings or integers.
@@ -373,10 +443,10 @@ pub(crate) struct RawDefaults {
 mod tests {
     use super::*;
 
-    fn tenant(hosts: &[&str]) -> TenantConfig {
-        TenantConfig {
+    fn tenant(hosts: &[&str]) -> TenantSettings {
+        TenantSettings {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            ..TenantConfig::default()
+            ..TenantSettings::default()
         }
     }
 
@@ -492,21 +562,25 @@ mod tests {
 
     #[test]
     fn validate_tenant_names_the_tenant() {
-        let err = validate_tenant("t1", &tenant(&[])).unwrap_err();
+        let err = tenant(&[]).validate("t1").unwrap_err();
         assert_eq!(err.tenant(), Some("t1"));
         assert!(matches!(err.kind(), ConfigErrorKind::NoHosts(_)));
 
-        let err = validate_tenant("t1", &tenant(&["a.example", "bad host"])).unwrap_err();
+        let err = tenant(&["a.example", "bad host"])
+            .validate("t1")
+            .unwrap_err();
         assert_eq!(err.tenant(), Some("t1"));
         assert!(err.to_string().contains("bad host"));
 
-        let err = validate_tenant("Bad", &tenant(&["a.example"])).unwrap_err();
+        let err = tenant(&["a.example"]).validate("Bad").unwrap_err();
         assert!(matches!(err.kind(), ConfigErrorKind::InvalidTenantName(_)));
     }
 
     #[test]
     fn validate_tenant_rejects_a_host_listed_twice() {
-        let err = validate_tenant("t1", &tenant(&["a.example", "A.example."])).unwrap_err();
+        let err = tenant(&["a.example", "A.example."])
+            .validate("t1")
+            .unwrap_err();
         assert!(err.is_duplicate_host());
         assert_eq!(
             err.to_string(),
@@ -518,9 +592,9 @@ mod tests {
     fn validate_tenant_rejects_zero_concurrency() {
         let mut t = tenant(&["a.example"]);
         t.max_concurrency = Some(0);
-        assert!(validate_tenant("t1", &t).is_err());
+        assert!(t.clone().validate("t1").is_err());
         t.max_concurrency = Some(1);
-        assert!(validate_tenant("t1", &t).is_ok());
+        assert!(t.clone().validate("t1").is_ok());
     }
 
     #[test]
@@ -534,10 +608,10 @@ mod tests {
 
     #[test]
     fn param_tables_accept_strings_and_integers_only() {
-        let t: TenantConfig =
+        let t: TenantSettings =
             toml::from_str("hosts = [\"a\"]\nparams = { DBPORT = 5432, DBNAME = \"m\" }").unwrap();
         assert_eq!(t.params["DBPORT"], "5432");
         assert!(t.enabled);
-        assert!(toml::from_str::<TenantConfig>("params = { A = true }").is_err());
+        assert!(toml::from_str::<TenantSettings>("params = { A = true }").is_err());
     }
 }

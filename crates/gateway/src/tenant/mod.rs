@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use fcgi_core::Params;
 
-use crate::config::tenant::validate_tenant_hosts;
-use crate::config::{ConfigError, HostPattern, TenantConfig};
+use crate::config::{ConfigError, TenantConfig};
 
 pub use registry::Registry;
 
@@ -45,19 +44,17 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// Validates `config` (see [`validate_tenant`](crate::config::validate_tenant)) and
-    /// encodes its params after the `defaults` it does not override. The defaults
-    /// themselves are assumed valid (the registry checks them once for all tenants).
+    /// Encodes an already validated tenant's params after the `defaults` it does not
+    /// override. Nothing is checked again: [`TenantSettings::validate`] made `config`
+    /// (see [`crate::config::TenantSettings`]). The defaults are assumed valid too (the
+    /// registry checks them once for all tenants).
+    ///
+    /// [`TenantSettings::validate`]: crate::config::TenantSettings::validate
     pub fn build(
         name: &str,
         config: &TenantConfig,
         defaults: &BTreeMap<String, String>,
     ) -> Result<Tenant, ConfigError> {
-        let hosts = validate_tenant_hosts(name, config)?
-            .iter()
-            .map(HostPattern::to_config_string)
-            .collect();
-
         let inherited = defaults
             .iter()
             .filter(|(param, _)| !config.params.contains_key(*param));
@@ -69,8 +66,8 @@ impl Tenant {
         let mut param_names: HashSet<Box<[u8]>> = HashSet::new();
         for (param, value) in all() {
             params.insert(param, value).map_err(|err| {
-                // Only reachable for defaults validated by someone else; tenant params
-                // were size-checked above.
+                // Only reachable for params validated by someone else: validation
+                // size-checks every one.
                 ConfigError::new(crate::config::ConfigErrorKind::InvalidParamValue {
                     name: param.clone(),
                     reason: err.to_string(),
@@ -85,7 +82,7 @@ impl Tenant {
 
         Ok(Tenant {
             name: name.into(),
-            hosts,
+            hosts: config.hosts.clone(),
             params,
             param_names,
             enabled: config.enabled,
@@ -111,16 +108,22 @@ impl fmt::Debug for Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TenantSettings;
 
-    fn config(hosts: &[&str], params: &[(&str, &str)]) -> TenantConfig {
-        TenantConfig {
+    fn settings(hosts: &[&str], params: &[(&str, &str)]) -> TenantSettings {
+        TenantSettings {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             params: params
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
-            ..TenantConfig::default()
+            ..TenantSettings::default()
         }
+    }
+
+    /// A tenant as a config load leaves it: validated.
+    fn config(hosts: &[&str], params: &[(&str, &str)]) -> TenantConfig {
+        settings(hosts, params).validate("a").unwrap()
     }
 
     #[test]
@@ -147,12 +150,9 @@ mod tests {
 
     #[test]
     fn invalid_tenants_are_rejected_with_their_name() {
-        let err = Tenant::build(
-            "a",
-            &config(&["a.example"], &[("HTTPS", "on")]),
-            &BTreeMap::new(),
-        )
-        .unwrap_err();
+        let err = settings(&["a.example"], &[("HTTPS", "on")])
+            .validate("a")
+            .unwrap_err();
         assert_eq!(err.tenant(), Some("a"));
     }
 

@@ -24,16 +24,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds the registry for `config`: validates and encodes each tenant (tenants are
-    /// re-checked, since `Config`'s fields are public and it may not come from
-    /// [`Config::parse`]) and rejects a host claimed twice.
+    /// Builds the registry for `config`: encodes each (already validated) tenant and
+    /// rejects a host claimed twice, which a `Config` built by hand rather than by
+    /// [`Config::parse`] may do.
     pub fn build(config: &Config) -> Result<Registry, ConfigError> {
         Self::build_reusing(config, None)
     }
 
     /// Like [`build`](Self::build), but a tenant whose settings (and the defaults it
     /// inherits) are the same as in `previous` — the config and registry being served —
-    /// is shared with it instead of validated and encoded again. A reload of 10,000
+    /// is shared with it instead of encoded again. A reload of 10,000
     /// tenants that changes one re-encodes one.
     pub fn build_reusing(
         config: &Config,
@@ -152,7 +152,12 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::config::TenantConfig;
+    use crate::config::{TenantConfig, TenantSettings};
+
+    /// A validated tenant, as a config load leaves it.
+    fn valid(name: &str, settings: TenantSettings) -> TenantConfig {
+        settings.validate(name).unwrap()
+    }
 
     fn config_with(tenants: &[(&str, &[&str])]) -> Config {
         let dir = tempfile::tempdir().unwrap();
@@ -165,10 +170,13 @@ mod tests {
         for (name, hosts) in tenants {
             config.tenants.insert(
                 name.to_string(),
-                TenantConfig {
-                    hosts: hosts.iter().map(|h| h.to_string()).collect(),
-                    ..TenantConfig::default()
-                },
+                valid(
+                    name,
+                    TenantSettings {
+                        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                        ..TenantSettings::default()
+                    },
+                ),
             );
         }
         config

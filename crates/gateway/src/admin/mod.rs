@@ -64,7 +64,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The OpenAPI 3.0 document of this API, served at `GET /openapi.json`.
-pub const OPENAPI: &str = include_str!("admin/openapi.json");
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The admin listener, bound and ready to serve.
 #[derive(Debug)]

@@ -1,0 +1,115 @@
+//! `gateway tenants show NAME`: one tenant's settings, secret param values masked.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{to_json, CliError};
+use crate::config::{is_secret_param, Config};
+use crate::tenant_ops::{self, TenantView};
+
+/// One tenant in `tenants show --format json`.
+#[derive(Serialize)]
+struct Shown<'a> {
+    state: &'static str,
+    #[serde(flatten)]
+    tenant: &'a TenantView<'a>,
+    /// `[defaults.params]` the tenant inherits (those it does not override).
+    default_params: &'a BTreeMap<&'a str, &'a str>,
+}
+
+/// `tenants show NAME`: one tenant's settings, with secret param values masked.
+pub fn tenants_show(path: &Path, name: &str, json: bool) -> Result<String, CliError> {
+    let config = Config::load(path)?;
+    let detail = tenant_ops::show(&config, name)?;
+    let (tenant, inherited) = (&detail.tenant, &detail.default_params);
+    if json {
+        return to_json(&Shown {
+            state: tenant.state(),
+            tenant,
+            default_params: inherited,
+        });
+    }
+    let own = &tenant.params;
+    let mut out = String::new();
+    let _ = writeln!(out, "name:            {name}");
+    let _ = writeln!(out, "state:           {}", tenant.state());
+    let _ = writeln!(out, "hosts:           {}", tenant.hosts.join(", "));
+    let limit = tenant.max_concurrency.map_or_else(
+        || "none (shares the whole pool)".to_owned(),
+        |n| n.to_string(),
+    );
+    let _ = writeln!(out, "max_concurrency: {limit}");
+    let _ = writeln!(out, "params:");
+    let width = own
+        .keys()
+        .chain(inherited.keys())
+        .map(|k| k.len())
+        .max()
+        .unwrap_or(0);
+    for (source, params) in [("", own), ("   (from [defaults.params])", inherited)] {
+        for (key, value) in params {
+            let _ = writeln!(out, "  {key:<width$} = {}{source}", quote_param(key, value));
+        }
+    }
+    if own.is_empty() && inherited.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    Ok(out)
+}
+
+/// A param value for the text output: quoted and escaped (values may hold newlines, as
+/// `PHP_VALUE` does), except the bare `***` of a masked secret.
+fn quote_param(name: &str, shown: &str) -> String {
+    if is_secret_param(name) {
+        shown.to_owned()
+    } else {
+        format!("{shown:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::tests::CONFIG;
+    use crate::config::edit::tests::scratch;
+
+    #[test]
+    fn show_masks_secret_params_in_text_and_json() {
+        let (_dir, path) = scratch(CONFIG);
+        let text = tenants_show(&path, "centro1", false).unwrap();
+        assert!(text.contains("DBPASS    = ***\n"), "{text}");
+        assert!(text.contains("DBHOST    = \"10.0.0.1\"\n"), "{text}");
+        assert!(text.contains("PHP_VALUE = \"a=1\\nb=2\"\n"), "{text}");
+        assert!(
+            text.contains("API_TOKEN = ***   (from [defaults.params])"),
+            "{text}"
+        );
+        assert!(text.contains("state:           enabled\n"), "{text}");
+        for secret in ["secret1", "default-token"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+
+        let json = tenants_show(&path, "centro2", true).unwrap();
+        assert!(!json.contains("secret2"), "{json}");
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(json["params"]["DBPASS"], "***");
+        assert_eq!(json["params"]["APP_ENV"], "prod");
+        // Overridden defaults are not listed as inherited.
+        assert_eq!(
+            json["default_params"],
+            serde_json::json!({ "API_TOKEN": "***" })
+        );
+        assert_eq!(json["enabled"], false);
+
+        let err = tenants_show(&path, "nobody", false).unwrap_err();
+        assert!(matches!(err, CliError::UnknownTenant { .. }));
+        assert!(
+            err.to_string()
+                .contains("tenants.toml: no tenant \"nobody\""),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! [`TenantView`]: one tenant as both front ends show it, secret param values masked.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::{displayed_param_value, TenantConfig};
+
+/// What secret param values are shown as. Sent back in an admin API `PUT`, it keeps the
+/// value in service, so a read-modify-write round trip does not overwrite a password
+/// with it.
+pub const MASK: &str = "***";
+
+/// A tenant as shown: the `[tenants.NAME]` table plus its name, hosts normalised, secret
+/// param values masked. Serialized, it is the admin API's `Tenant` object.
+#[derive(Debug, Serialize)]
+pub struct TenantView<'a> {
+    /// The tenant's name.
+    pub name: &'a str,
+    /// Normalised hosts.
+    pub hosts: &'a [String],
+    /// Whether it is served (`false`: suspended).
+    pub enabled: bool,
+    /// Its cap on PHP-FPM connections, if any.
+    pub max_concurrency: Option<usize>,
+    /// Its own params, secret values shown as [`MASK`].
+    pub params: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> TenantView<'a> {
+    /// The view of tenant `name`.
+    pub fn new(name: &'a str, tenant: &'a TenantConfig) -> Self {
+        Self {
+            name,
+            hosts: &tenant.hosts,
+            enabled: tenant.enabled,
+            max_concurrency: tenant.max_concurrency,
+            params: masked(&tenant.params),
+        }
+    }
+
+    /// `enabled` or `suspended`.
+    pub fn state(&self) -> &'static str {
+        if self.enabled {
+            "enabled"
+        } else {
+            "suspended"
+        }
+    }
+}
+
+/// Params by name, with secret values replaced by [`MASK`].
+pub(crate) fn masked<'a>(
+    params: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> BTreeMap<&'a str, &'a str> {
+    params
+        .into_iter()
+        .map(|(name, value)| (name.as_str(), displayed_param_value(name, value)))
+        .collect()
+}
