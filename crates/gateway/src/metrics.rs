@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::usage::{LatencyHistogram, TenantUsage, UsageMeter, LATENCY_BUCKETS};
+use crate::usage::{LatencyHistogram, UsageMeter, LATENCY_BUCKETS};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -80,7 +80,7 @@ pub fn render(
         "Requests answered, by tenant and status class.",
     );
     for (tenant, (usage, _)) in &tenants {
-        for (class, count) in status_classes(usage) {
+        for (class, count) in usage.status_classes() {
             out.sample(
                 "gateway_requests_total",
                 &[("tenant", tenant), ("class", class)],
@@ -186,16 +186,6 @@ pub fn render(
         tenants_suspended,
     );
     out.0
-}
-
-fn status_classes(usage: &TenantUsage) -> [(&'static str, u64); 5] {
-    [
-        ("1xx", usage.status_1xx),
-        ("2xx", usage.status_2xx),
-        ("3xx", usage.status_3xx),
-        ("4xx", usage.status_4xx),
-        ("5xx", usage.status_5xx),
-    ]
 }
 
 /// The output being built. Writing to a `String` cannot fail, so results are dropped.

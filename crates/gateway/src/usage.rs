@@ -48,6 +48,64 @@ pub struct TenantUsage {
 }
 
 impl TenantUsage {
+    /// The counters' names, in [`counters`](Self::counters) order: the usage database's
+    /// columns, the CLI's CSV header and the JSON fields. Every place that lists the
+    /// counters takes them from here.
+    pub const NAMES: [&'static str; 9] = [
+        "requests",
+        "fpm_time_us",
+        "bytes_in",
+        "bytes_out",
+        "status_1xx",
+        "status_2xx",
+        "status_3xx",
+        "status_4xx",
+        "status_5xx",
+    ];
+
+    /// The counters, in [`NAMES`](Self::NAMES) order.
+    pub fn counters(&self) -> [u64; 9] {
+        [
+            self.requests,
+            self.fpm_time_us,
+            self.bytes_in,
+            self.bytes_out,
+            self.status_1xx,
+            self.status_2xx,
+            self.status_3xx,
+            self.status_4xx,
+            self.status_5xx,
+        ]
+    }
+
+    /// The counters from their values in [`NAMES`](Self::NAMES) order.
+    pub fn from_counters(counters: [u64; 9]) -> Self {
+        let [requests, fpm_time_us, bytes_in, bytes_out, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx] =
+            counters;
+        Self {
+            requests,
+            fpm_time_us,
+            bytes_in,
+            bytes_out,
+            status_1xx,
+            status_2xx,
+            status_3xx,
+            status_4xx,
+            status_5xx,
+        }
+    }
+
+    /// Responses by status class (`"1xx"` to `"5xx"`).
+    pub fn status_classes(&self) -> [(&'static str, u64); 5] {
+        [
+            ("1xx", self.status_1xx),
+            ("2xx", self.status_2xx),
+            ("3xx", self.status_3xx),
+            ("4xx", self.status_4xx),
+            ("5xx", self.status_5xx),
+        ]
+    }
+
     /// Adds one request.
     pub fn add_request(&mut self, usage: &RequestUsage) {
         self.requests += 1;
@@ -65,15 +123,11 @@ impl TenantUsage {
 
     /// Adds another set of counters.
     pub fn merge(&mut self, other: &TenantUsage) {
-        self.requests += other.requests;
-        self.fpm_time_us += other.fpm_time_us;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
-        self.status_1xx += other.status_1xx;
-        self.status_2xx += other.status_2xx;
-        self.status_3xx += other.status_3xx;
-        self.status_4xx += other.status_4xx;
-        self.status_5xx += other.status_5xx;
+        let mut sum = self.counters();
+        for (total, add) in sum.iter_mut().zip(other.counters()) {
+            *total += add;
+        }
+        *self = Self::from_counters(sum);
     }
 }
 

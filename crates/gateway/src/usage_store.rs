@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, ToSql};
 use serde::Serialize;
 
 use crate::usage::{TenantUsage, UsageMeter};
@@ -26,43 +26,42 @@ const HOUR: i64 = 3600;
 /// rather than misread.
 const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: &str = "
+/// The table and its index. The counter columns are [`TenantUsage::NAMES`], so the
+/// counters are listed in one place; their order in the table is that order.
+static SCHEMA: LazyLock<String> = LazyLock::new(|| {
+    let counters: String = TenantUsage::NAMES
+        .iter()
+        .map(|name| format!("    {name:<11} INTEGER NOT NULL DEFAULT 0,\n"))
+        .collect();
+    format!(
+        "
 CREATE TABLE IF NOT EXISTS usage_hourly (
     tenant      TEXT    NOT NULL,
     hour        INTEGER NOT NULL, -- unix seconds, floored to the hour (UTC)
-    requests    INTEGER NOT NULL DEFAULT 0,
-    fpm_time_us INTEGER NOT NULL DEFAULT 0,
-    bytes_in    INTEGER NOT NULL DEFAULT 0,
-    bytes_out   INTEGER NOT NULL DEFAULT 0,
-    status_1xx  INTEGER NOT NULL DEFAULT 0,
-    status_2xx  INTEGER NOT NULL DEFAULT 0,
-    status_3xx  INTEGER NOT NULL DEFAULT 0,
-    status_4xx  INTEGER NOT NULL DEFAULT 0,
-    status_5xx  INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant, hour)
+{counters}    PRIMARY KEY (tenant, hour)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_hourly_by_hour ON usage_hourly (hour);
-";
+"
+    )
+});
 
-const UPSERT: &str = "
-INSERT INTO usage_hourly (tenant, hour, requests, fpm_time_us, bytes_in, bytes_out,
-                          status_1xx, status_2xx, status_3xx, status_4xx, status_5xx)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-ON CONFLICT (tenant, hour) DO UPDATE SET
-    requests    = requests    + excluded.requests,
-    fpm_time_us = fpm_time_us + excluded.fpm_time_us,
-    bytes_in    = bytes_in    + excluded.bytes_in,
-    bytes_out   = bytes_out   + excluded.bytes_out,
-    status_1xx  = status_1xx  + excluded.status_1xx,
-    status_2xx  = status_2xx  + excluded.status_2xx,
-    status_3xx  = status_3xx  + excluded.status_3xx,
-    status_4xx  = status_4xx  + excluded.status_4xx,
-    status_5xx  = status_5xx  + excluded.status_5xx
-";
-
-/// The counter columns, in [`TenantUsage`] field order, for the report queries.
-const COUNTERS: &str = "requests, fpm_time_us, bytes_in, bytes_out, \
-     status_1xx, status_2xx, status_3xx, status_4xx, status_5xx";
+/// Adds one tenant's counts to its hour: `?1` tenant, `?2` hour, then the counters.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let placeholders: Vec<String> = (3..3 + TenantUsage::NAMES.len())
+        .map(|index| format!("?{index}"))
+        .collect();
+    let updates: Vec<String> = TenantUsage::NAMES
+        .iter()
+        .map(|name| format!("{name} = {name} + excluded.{name}"))
+        .collect();
+    format!(
+        "INSERT INTO usage_hourly (tenant, hour, {}) VALUES (?1, ?2, {}) \
+         ON CONFLICT (tenant, hour) DO UPDATE SET {}",
+        TenantUsage::NAMES.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+});
 
 /// A usage database could not be opened, written or read.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +154,7 @@ impl UsageStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(fail("cannot set synchronous=NORMAL"))?;
         check_schema_version(&conn, path)?;
-        conn.execute_batch(SCHEMA)
+        conn.execute_batch(&SCHEMA)
             .map_err(fail("cannot create the usage table"))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(fail("cannot record the schema version"))?;
@@ -205,25 +204,16 @@ impl UsageStore {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(fail)?;
         {
-            let mut upsert = tx.prepare_cached(UPSERT).map_err(fail)?;
+            let mut upsert = tx.prepare_cached(&UPSERT).map_err(fail)?;
             for (tenant, usage) in counts {
                 if usage.requests == 0 {
                     continue;
                 }
+                let counters = usage.counters().map(to_sql);
+                let key: [&dyn ToSql; 2] = [&tenant.as_ref(), &hour];
+                let counters = counters.iter().map(|count| count as &dyn ToSql);
                 upsert
-                    .execute(params![
-                        tenant.as_ref(),
-                        hour,
-                        to_sql(usage.requests),
-                        to_sql(usage.fpm_time_us),
-                        to_sql(usage.bytes_in),
-                        to_sql(usage.bytes_out),
-                        to_sql(usage.status_1xx),
-                        to_sql(usage.status_2xx),
-                        to_sql(usage.status_3xx),
-                        to_sql(usage.status_4xx),
-                        to_sql(usage.status_5xx),
-                    ])
+                    .execute(params_from_iter(key.into_iter().chain(counters)))
                     .map_err(fail)?;
             }
         }
@@ -255,9 +245,10 @@ impl UsageStore {
         since: Option<i64>,
     ) -> Result<Vec<UsageRow>, UsageStoreError> {
         let sql = format!(
-            "SELECT tenant, hour, {COUNTERS} FROM usage_hourly \
+            "SELECT tenant, hour, {} FROM usage_hourly \
              WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR hour >= ?2) \
-             ORDER BY tenant, hour"
+             ORDER BY tenant, hour",
+            TenantUsage::NAMES.join(", ")
         );
         self.query(&sql, tenant, since)
     }
@@ -273,21 +264,14 @@ impl UsageStore {
         let mut statement = conn.prepare(sql).map_err(fail)?;
         let rows = statement
             .query_map(params![tenant, since.map(floor_to_hour)], |row| {
-                let counter = |index| row.get::<_, i64>(index).map(from_sql);
+                let mut counters = [0; TenantUsage::NAMES.len()];
+                for (index, counter) in counters.iter_mut().enumerate() {
+                    *counter = from_sql(row.get::<_, i64>(2 + index)?);
+                }
                 Ok(UsageRow {
                     tenant: row.get(0)?,
                     hour: row.get(1)?,
-                    usage: TenantUsage {
-                        requests: counter(2)?,
-                        fpm_time_us: counter(3)?,
-                        bytes_in: counter(4)?,
-                        bytes_out: counter(5)?,
-                        status_1xx: counter(6)?,
-                        status_2xx: counter(7)?,
-                        status_3xx: counter(8)?,
-                        status_4xx: counter(9)?,
-                        status_5xx: counter(10)?,
-                    },
+                    usage: TenantUsage::from_counters(counters),
                 })
             })
             .map_err(fail)?;
@@ -297,8 +281,8 @@ impl UsageStore {
 
 /// `SUM(requests), SUM(fpm_time_us), …` for the totals query.
 fn sums() -> String {
-    COUNTERS
-        .split(", ")
+    TenantUsage::NAMES
+        .iter()
         .map(|column| format!("SUM({column})"))
         .collect::<Vec<_>>()
         .join(", ")

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::table::{render_table, Align};
 use super::{since::parse_since, to_json, CliError};
 use crate::config::Config;
+use crate::usage::TenantUsage;
 use crate::usage_store::{UsageRow, UsageStore};
 
 /// How `usage` prints its report.
@@ -46,40 +47,16 @@ pub fn usage_report(
     }
 }
 
-const USAGE_COLUMNS: [&str; 10] = [
-    "tenant",
-    "requests",
-    "fpm_time_us",
-    "bytes_in",
-    "bytes_out",
-    "status_1xx",
-    "status_2xx",
-    "status_3xx",
-    "status_4xx",
-    "status_5xx",
-];
-
-fn usage_fields(row: &UsageRow) -> [u64; 9] {
-    let u = &row.usage;
-    [
-        u.requests,
-        u.fpm_time_us,
-        u.bytes_in,
-        u.bytes_out,
-        u.status_1xx,
-        u.status_2xx,
-        u.status_3xx,
-        u.status_4xx,
-        u.status_5xx,
-    ]
-}
-
 fn usage_csv(rows: &[UsageRow]) -> String {
-    let mut out = USAGE_COLUMNS.join(",");
+    let mut out = String::from("tenant");
+    for name in TenantUsage::NAMES {
+        out.push(',');
+        out.push_str(name);
+    }
     out.push('\n');
     for row in rows {
         out.push_str(&csv_field(&row.tenant));
-        for value in usage_fields(row) {
+        for value in row.usage.counters() {
             let _ = write!(out, ",{value}");
         }
         out.push('\n');
@@ -97,48 +74,49 @@ fn csv_field(value: &str) -> String {
     }
 }
 
+/// The counter whose table column shows seconds rather than the stored microseconds.
+const FPM_TIME: &str = "fpm_time_us";
+
+/// A counter's table heading: `REQUESTS`, `FPM_SECONDS`, `2XX`.
+fn table_heading(counter: &str) -> String {
+    if counter == FPM_TIME {
+        return "FPM_SECONDS".to_owned();
+    }
+    counter
+        .strip_prefix("status_")
+        .unwrap_or(counter)
+        .to_ascii_uppercase()
+}
+
 fn usage_table(rows: &[UsageRow]) -> String {
     if rows.is_empty() {
         return "no usage recorded\n".to_owned();
     }
-    let line = |name: &str, u: &crate::usage::TenantUsage| {
-        vec![
-            name.to_owned(),
-            u.requests.to_string(),
-            format!("{:.3}", u.fpm_time_us as f64 / 1e6),
-            u.bytes_in.to_string(),
-            u.bytes_out.to_string(),
-            u.status_1xx.to_string(),
-            u.status_2xx.to_string(),
-            u.status_3xx.to_string(),
-            u.status_4xx.to_string(),
-            u.status_5xx.to_string(),
-        ]
+    let line = |name: &str, usage: &TenantUsage| {
+        let counters = TenantUsage::NAMES.iter().zip(usage.counters());
+        std::iter::once(name.to_owned())
+            .chain(counters.map(|(counter, value)| {
+                if *counter == FPM_TIME {
+                    format!("{:.3}", value as f64 / 1e6)
+                } else {
+                    value.to_string()
+                }
+            }))
+            .collect()
     };
     let mut table: Vec<Vec<String>> = rows.iter().map(|r| line(&r.tenant, &r.usage)).collect();
     if rows.len() > 1 {
-        let mut total = crate::usage::TenantUsage::default();
+        let mut total = TenantUsage::default();
         for row in rows {
             total.merge(&row.usage);
         }
         table.push(line("TOTAL", &total));
     }
-    let number = Align::Right;
-    render_table(
-        &[
-            ("TENANT", Align::Left),
-            ("REQUESTS", number),
-            ("FPM_SECONDS", number),
-            ("BYTES_IN", number),
-            ("BYTES_OUT", number),
-            ("1XX", number),
-            ("2XX", number),
-            ("3XX", number),
-            ("4XX", number),
-            ("5XX", number),
-        ],
-        table,
-    )
+    let headings: Vec<String> = TenantUsage::NAMES.map(table_heading).into();
+    let columns: Vec<(&str, Align)> = std::iter::once(("TENANT", Align::Left))
+        .chain(headings.iter().map(|h| (h.as_str(), Align::Right)))
+        .collect();
+    render_table(&columns, table)
 }
 
 #[cfg(test)]
@@ -149,7 +127,6 @@ mod tests {
     use super::*;
     use crate::cli::tests::CONFIG;
     use crate::config::edit::tests::scratch;
-    use crate::usage::TenantUsage;
 
     fn record_usage(dir: &Path) {
         let store = UsageStore::open(dir.join("usage.db")).unwrap();
