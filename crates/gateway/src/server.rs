@@ -3,6 +3,7 @@
 //! stops accepting and lets in-flight requests finish.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::{ConnInfo, GatewayService};
@@ -116,20 +117,7 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     let listen_addr = listener.local_addr().ok();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.cancelled() => return,
-        };
-        let (stream, remote) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, remote)) = accept(&listener, stop.cancelled()).await {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok().or(listen_addr).unwrap_or(remote);
         let info = ConnInfo {
@@ -153,5 +141,29 @@ async fn accept_loop(
                 tracing::debug!(%remote, error = %err, "client connection ended with an error");
             }
         });
+    }
+}
+
+/// The next connection on `listener`, or `None` once `stop` completes. Shared by the
+/// client and admin listeners. A failed accept (out of file descriptors and the like) is
+/// logged and retried after a pause instead of spinning.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    stop: impl Future<Output = ()>,
+) -> Option<(TcpStream, SocketAddr)> {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => return None,
+        };
+        match accepted {
+            Ok(accepted) => return Some(accepted),
+            Err(err) => {
+                let listener = listener.local_addr().ok();
+                tracing::warn!(error = %err, ?listener, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }

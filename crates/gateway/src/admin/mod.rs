@@ -50,6 +50,7 @@ use error::ApiError;
 
 use crate::config::AdminToken;
 use crate::reload::Reloader;
+use crate::server::accept;
 use crate::snapshot::SharedState;
 use route::{Miss, Route};
 
@@ -122,18 +123,7 @@ impl AdminServer {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT);
         let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let (stream, remote) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "admin API: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((stream, remote)) = accept(&self.listener, &mut shutdown).await {
             let api = self.api.clone();
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let api = api.clone();
