@@ -1,8 +1,9 @@
 //! Test harness: starts real PHP-FPM (and nginx) instances on free ports or
 //! sockets, plus helpers (connection-counting relay, free ports, fixtures).
 //!
-//! Everything is synchronous std code so it can be used from plain tests,
-//! async tests (from a blocking context) and benchmarks alike.
+//! Everything but [`eventually`] is synchronous std code so it can be used from plain
+//! tests, async tests (from a blocking context) and benchmarks alike. [`prometheus`]
+//! reads the gateway's `/metrics` text.
 //!
 //! ```no_run
 //! use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
@@ -20,7 +21,9 @@ mod locate;
 mod net;
 mod nginx;
 mod process;
+pub mod prometheus;
 mod relay;
+mod wait;
 
 pub use checksum::Crc32;
 pub use error::{HarnessError, Result};
@@ -29,3 +32,4 @@ pub use locate::{fixtures_dir, nginx_binary, php_fpm_binary, NGINX_BIN_ENV, PHP_
 pub use net::{free_port, FpmAddress, Stream};
 pub use nginx::Nginx;
 pub use relay::CountingRelay;
+pub use wait::eventually;

@@ -251,117 +251,20 @@ fn escape_label_value(out: &mut String, value: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::HashMap;
     use std::sync::Arc;
     use std::time::Duration;
+
+    use fpm_harness::prometheus::{self, Sample};
 
     use super::*;
     use crate::usage::RequestUsage;
 
-    /// One sample line, parsed.
-    #[derive(Debug)]
-    struct Sample {
-        name: String,
-        labels: BTreeMap<String, String>,
-        value: f64,
-    }
-
-    fn is_metric_name(name: &str) -> bool {
-        let mut chars = name.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    }
-
-    /// A strict parser for what [`render`] may produce: `# HELP`/`# TYPE` comments, and
-    /// `name{label="value",...} value` lines with escaped label values.
+    /// The samples and each family's `TYPE`, read by the strict reader the integration
+    /// tests use too.
     fn parse(text: &str) -> (Vec<Sample>, HashMap<String, String>) {
-        let mut samples = Vec::new();
-        let mut types = HashMap::new();
-        assert!(text.ends_with('\n'), "exposition must end with a newline");
-        for line in text.lines() {
-            if let Some(comment) = line.strip_prefix("# ") {
-                let mut parts = comment.splitn(3, ' ');
-                let (keyword, name, rest) = (
-                    parts.next().unwrap(),
-                    parts.next().unwrap(),
-                    parts.next().unwrap(),
-                );
-                assert!(is_metric_name(name), "{line}");
-                match keyword {
-                    "HELP" => assert!(!rest.is_empty()),
-                    "TYPE" => {
-                        assert!(["counter", "gauge", "histogram"].contains(&rest), "{line}");
-                        assert!(
-                            types.insert(name.to_owned(), rest.to_owned()).is_none(),
-                            "TYPE twice for {name}"
-                        );
-                    }
-                    other => panic!("unexpected comment {other:?}"),
-                }
-                continue;
-            }
-            let name_end = line.find(['{', ' ']).unwrap();
-            let name = &line[..name_end];
-            assert!(is_metric_name(name), "bad metric name in {line:?}");
-            let (labels, rest) = match line[name_end..].strip_prefix('{') {
-                Some(inner) => parse_labels(inner, line),
-                None => (BTreeMap::new(), &line[name_end..]),
-            };
-            let value = rest
-                .strip_prefix(' ')
-                .unwrap_or_else(|| panic!("no space before value in {line:?}"));
-            let value: f64 = match value {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v
-                    .parse()
-                    .unwrap_or_else(|_| panic!("value {v:?} in {line:?}")),
-            };
-            samples.push(Sample {
-                name: name.to_owned(),
-                labels,
-                value,
-            });
-        }
-        (samples, types)
-    }
-
-    /// Parses `a="x",b="y"}` (what follows the `{`), returning the labels (unescaped)
-    /// and what follows the closing brace.
-    fn parse_labels<'a>(text: &'a str, line: &str) -> (BTreeMap<String, String>, &'a str) {
-        let mut labels = BTreeMap::new();
-        let mut rest = text;
-        loop {
-            let eq = rest.find('=').unwrap();
-            let label = &rest[..eq];
-            assert!(is_metric_name(label) && !label.contains(':'), "{line}");
-            assert_eq!(&rest[eq + 1..eq + 2], "\"", "{line}");
-            let mut value = String::new();
-            let mut chars = rest[eq + 2..].char_indices();
-            let closing_quote = loop {
-                match chars.next().unwrap() {
-                    (i, '"') => break eq + 2 + i,
-                    (_, '\\') => match chars.next().unwrap().1 {
-                        '\\' => value.push('\\'),
-                        '"' => value.push('"'),
-                        'n' => value.push('\n'),
-                        other => panic!("bad escape \\{other} in {line}"),
-                    },
-                    (_, c) => value.push(c),
-                }
-            };
-            assert!(labels.insert(label.to_owned(), value).is_none(), "{line}");
-            let after = &rest[closing_quote + 1..];
-            if let Some(more) = after.strip_prefix(',') {
-                rest = more;
-            } else if let Some(end) = after.strip_prefix('}') {
-                return (labels, end);
-            } else {
-                panic!("unexpected {after:?} in {line}");
-            }
-        }
+        let metrics = prometheus::parse(text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+        (metrics.samples, metrics.types)
     }
 
     fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> &'a Sample {

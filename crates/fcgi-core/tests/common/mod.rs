@@ -8,6 +8,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use fcgi_core::{Params, Pool, PoolConfig, Request, Response, Upstream};
+// Each test file uses only some of the helpers (as `dead_code` above).
+#[allow(unused_imports)]
+pub use fpm_harness::eventually;
 use fpm_harness::{fixtures_dir, Fpm, FpmAddress, FpmConfig};
 
 /// Bound for one ordinary request against a local PHP-FPM: far above what it takes, far
@@ -162,19 +165,5 @@ impl Memory {
     /// How far the peak since `before` rose above `before`'s resident size, in MiB.
     pub fn peak_growth_mib(before: Memory, after: Memory) -> f64 {
         after.peak_kib.saturating_sub(before.rss_kib) as f64 / 1024.0
-    }
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes; returns whether it held.
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

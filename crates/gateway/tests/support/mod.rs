@@ -10,7 +10,8 @@
 //! - [`live`]: the gateway serving a config *file* (so the watcher and the usage flusher
 //!   run), and a keep-alive client connection; for reloads and metering.
 //! - [`logs`]: a capture of what the gateway logs; [`payload`]: checkable payloads and
-//!   this process's memory; [`prometheus`]: a strict reader of `/metrics`.
+//!   this process's memory; [`prometheus`] (a strict reader of `/metrics`) and
+//!   [`eventually`] come from `fpm-harness`, shared with fcgi-core's tests.
 //!
 //! Each test file is its own crate and uses only some of these.
 #![allow(dead_code)]
@@ -19,7 +20,6 @@ pub mod live;
 pub mod logs;
 pub mod multi_tenant;
 pub mod payload;
-pub mod prometheus;
 pub mod single_tenant;
 
 use std::future::Future;
@@ -28,6 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+// Each test file uses only some of the helpers (as `dead_code` above).
+#[allow(unused_imports)]
+pub use fpm_harness::{eventually, prometheus};
 use fpm_harness::{Fpm, FpmConfig};
 use gateway::config::Config;
 use gateway::reload::Reloader;
@@ -58,20 +61,6 @@ pub async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output
     match tokio::time::timeout(limit, fut).await {
         Ok(output) => output,
         Err(_) => panic!("{what} did not finish within {limit:?}"),
-    }
-}
-
-/// Polls `check` every 10 ms until it holds (true) or `limit` passes (false).
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

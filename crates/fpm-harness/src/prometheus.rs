@@ -2,23 +2,26 @@
 //! what the gateway writes: comments, metric and label names, label escaping, values,
 //! one `TYPE` per family declared before its samples, and histogram consistency.
 //!
-//! Shared by the integration tests that read `/metrics` (its own test is in `metering.rs`,
-//! so it runs once, not in every test binary); `gateway::metrics`'s unit tests keep a
-//! private copy, as they cannot reach this file.
+//! Shared by every test that reads the gateway's `/metrics`: its unit tests and the
+//! integration tests of both crates.
 
 use std::collections::{BTreeMap, HashMap};
 
 /// One sample.
 #[derive(Debug)]
 pub struct Sample {
+    /// The metric name (with `_bucket`, `_sum` or `_count` for a histogram's samples).
     pub name: String,
+    /// The labels, values unescaped.
     pub labels: BTreeMap<String, String>,
+    /// The value.
     pub value: f64,
 }
 
 /// A parsed exposition.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Every sample, in order.
     pub samples: Vec<Sample>,
     /// The `TYPE` of each family.
     pub types: HashMap<String, String>,
@@ -59,6 +62,7 @@ fn family<'a>(name: &'a str, types: &HashMap<String, String>) -> Option<&'a str>
     })
 }
 
+/// Reads `text`, or says which line breaks the format and how.
 pub fn parse(text: &str) -> Result<Metrics, String> {
     if !text.ends_with('\n') {
         return Err("does not end with a newline".into());
@@ -194,4 +198,26 @@ fn check_histograms(samples: &[Sample], types: &HashMap<String, String>) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prometheus_reader_rejects_what_prometheus_would() {
+        let ok = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"q\\\"\\n\"} 1\n";
+        let metrics = parse(ok).unwrap();
+        assert_eq!(metrics.samples[0].labels["x"], "q\"\n");
+        for bad in [
+            "a_total 1\n",                        // no TYPE
+            "# TYPE a counter\na{x=\"1\"} one\n", // bad value
+            "# TYPE a counter\na{x=1} 1\n",       // unquoted label
+            "# TYPE a counter\na{x=\"\\t\"} 1\n", // bad escape
+            "# TYPE a counter\na 1",              // no final newline
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n",
+        ] {
+            assert!(parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
 }
