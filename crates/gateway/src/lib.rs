@@ -20,7 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
-pub mod admin;
+pub(crate) mod admin;
 pub mod body;
 pub mod cgi;
 pub mod cli;

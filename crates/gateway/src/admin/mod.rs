@@ -26,7 +26,7 @@
 //!   once, at start, whatever a later file says).
 
 mod error;
-pub mod route;
+mod route;
 mod status;
 mod tenants;
 

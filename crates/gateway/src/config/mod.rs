@@ -16,12 +16,12 @@
 //! types [`Config`] holds, once: nothing downstream checks them again. Only when it fails
 //! is the text parsed again (with `toml_edit`, which keeps positions) to say where.
 
-pub mod edit;
-pub mod error;
-pub mod fastcgi;
-pub mod server;
-pub mod tenant;
-pub mod units;
+pub(crate) mod edit;
+pub(crate) mod error;
+pub(crate) mod fastcgi;
+pub(crate) mod server;
+pub(crate) mod tenant;
+pub(crate) mod units;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

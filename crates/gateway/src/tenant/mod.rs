@@ -5,7 +5,7 @@
 //! a reload builds a new one whole and swaps it in, so a request never sees half an
 //! update.
 
-pub mod registry;
+pub(crate) mod registry;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;

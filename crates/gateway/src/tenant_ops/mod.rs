@@ -11,12 +11,12 @@
 //! - [`put`], [`remove`], [`set_enabled`]: edits of a [`ConfigDocument`], run through
 //!   [`edit`] (load, change, save validated and atomically, return the saved config).
 
-pub mod list;
-pub mod put;
-pub mod remove;
-pub mod set_enabled;
-pub mod show;
-pub mod view;
+mod list;
+mod put;
+mod remove;
+mod set_enabled;
+mod show;
+mod view;
 
 use std::path::{Path, PathBuf};
 
