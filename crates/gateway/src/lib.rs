@@ -12,7 +12,7 @@
 //! - [`error`]: every failure and its status code, in one place.
 //! - [`access`], [`usage`], [`usage_store`], [`metrics`]: the access log, per-tenant usage
 //!   metering for billing, and Prometheus metrics.
-//! - [`admin`]: the admin API on its own listener (tenants, reload, usage, metrics).
+//! - `admin`: the admin API on its own listener (tenants, reload, usage, metrics).
 //! - [`tenant_ops`]: the tenant commands both the CLI ([`cli`]) and the admin API run.
 
 // No `unwrap`/`expect` outside tests: what comes from the network, a file or the

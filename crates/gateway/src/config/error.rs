@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 ///
 /// Display reads like a compiler message: `tenants.toml:12:3: duplicate host
 /// "a.example" in tenants "a" and "b"`. The position is absent when the error is not tied
-/// to a place in a file (for example from [`validate_tenant`](super::validate_tenant)).
+/// to a place in a file (for example from
+/// [`TenantSettings::validate`](super::TenantSettings::validate)).
 pub struct ConfigError {
     inner: Box<Inner>,
 }

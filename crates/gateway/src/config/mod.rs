@@ -2,13 +2,13 @@
 //! as an immutable [`Config`] that the rest of the program reads.
 //!
 //! # Layout
-//! - [`units`]: durations (`"2s"`) and sizes (`"64MiB"`).
-//! - [`server`], [`fastcgi`]: the `[server]` and `[fastcgi]` tables.
-//! - [`tenant`]: one `[tenants.NAME]` table as written ([`TenantSettings`]) and validated
+//! - `units.rs`: durations (`"2s"`) and sizes (`"64MiB"`).
+//! - `server.rs`, `fastcgi.rs`: the `[server]` and `[fastcgi]` tables.
+//! - `tenant.rs`: one `[tenants.NAME]` table as written ([`TenantSettings`]) and validated
 //!   ([`TenantConfig`], by [`TenantSettings::validate`]), shared with the admin API and
 //!   CLI that edit the file with `toml_edit`.
-//! - [`error`]: [`ConfigError`], which names the file, line, column and tenant.
-//! - [`edit`]: [`ConfigDocument`], comment-preserving edits of the file (CLI, admin API)
+//! - `error.rs`: [`ConfigError`], which names the file, line, column and tenant.
+//! - `edit.rs`: [`ConfigDocument`], comment-preserving edits of the file (CLI, admin API)
 //!   that refuse to save anything [`Config::parse`] would reject.
 //!
 //! Parsing uses serde structs that deny unknown fields, so a typo is an error rather

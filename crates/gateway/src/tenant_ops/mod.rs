@@ -6,9 +6,9 @@
 //! ends print, secrets masked.
 //!
 //! # Layout
-//! - [`view`]: [`TenantView`], the masking of secret params;
+//! - `view.rs`: [`TenantView`], the masking of secret params;
 //! - [`list`], [`show`]: reads;
-//! - [`put`], [`remove`], [`set_enabled`]: edits of a [`ConfigDocument`], run through
+//! - `put.rs` ([`PutTenant`]), [`remove`], [`set_enabled`]: edits of a [`ConfigDocument`], run through
 //!   [`edit`] (load, change, save validated and atomically, return the saved config).
 
 mod list;
