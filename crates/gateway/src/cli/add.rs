@@ -69,6 +69,7 @@ mod tests {
     use crate::cli::tests::CONFIG;
     use crate::config::edit::tests::scratch;
     use crate::config::Config;
+    use crate::tenant_ops::TenantOpError;
 
     #[test]
     fn add_writes_a_new_tenant_and_refuses_an_existing_name() {
@@ -107,7 +108,10 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert!(matches!(err, CliError::TenantExists { .. }), "{err}");
+        assert!(
+            matches!(err, CliError::Tenant(TenantOpError::TenantExists { .. })),
+            "{err}"
+        );
     }
 
     #[test]

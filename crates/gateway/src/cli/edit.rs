@@ -40,6 +40,7 @@ mod tests {
     use crate::cli::tests::CONFIG;
     use crate::config::edit::tests::scratch;
     use crate::config::Config;
+    use crate::tenant_ops::TenantOpError;
 
     #[test]
     fn remove_suspend_and_resume_edit_the_file() {
@@ -58,7 +59,10 @@ mod tests {
         tenants_remove(&path, "centro1").unwrap();
         assert!(!Config::load(&path).unwrap().tenants.contains_key("centro1"));
         let err = tenants_remove(&path, "centro1").unwrap_err();
-        assert!(matches!(err, CliError::UnknownTenant { .. }));
+        assert!(matches!(
+            err,
+            CliError::Tenant(TenantOpError::UnknownTenant { .. })
+        ));
         let err = tenants_resume(&path, "nobody").unwrap_err();
         assert!(err.to_string().contains("no tenant \"nobody\""), "{err}");
     }

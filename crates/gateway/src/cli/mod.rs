@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::config::{ConfigError, EditError};
+use crate::config::ConfigError;
 use crate::tenant_ops::TenantOpError;
 use crate::usage_store::UsageStoreError;
 
@@ -45,25 +45,10 @@ pub enum CliError {
     /// The config could not be loaded or is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// An edit could not be made or was refused (the file is unchanged).
+    /// A tenant command failed: no such tenant, a name taken, or an edit refused (the
+    /// file is unchanged).
     #[error(transparent)]
-    Edit(#[from] EditError),
-    /// The tenant named is not in the config.
-    #[error("{}: no tenant {tenant:?}", path.display())]
-    UnknownTenant {
-        /// The config file.
-        path: PathBuf,
-        /// The tenant asked for.
-        tenant: String,
-    },
-    /// `tenants add` of a name that is taken.
-    #[error("{}: tenant {tenant:?} already exists (remove it first to replace it)", path.display())]
-    TenantExists {
-        /// The config file.
-        path: PathBuf,
-        /// The tenant asked for.
-        tenant: String,
-    },
+    Tenant(#[from] TenantOpError),
     /// A `--param` argument without `NAME=`. The argument is not echoed: it may be a
     /// password typed without its name.
     #[error("--param #{position}: expected NAME=VALUE")]
@@ -100,23 +85,9 @@ pub enum CliError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// A tenant command failed otherwise.
-    #[error(transparent)]
-    Tenant(TenantOpError),
     /// Encoding the JSON output failed.
     #[error("cannot encode JSON output: {0}")]
     Json(#[from] serde_json::Error),
-}
-
-impl From<TenantOpError> for CliError {
-    fn from(err: TenantOpError) -> Self {
-        match err {
-            TenantOpError::Edit(err) => Self::Edit(err),
-            TenantOpError::UnknownTenant { path, tenant } => Self::UnknownTenant { path, tenant },
-            TenantOpError::TenantExists { path, tenant } => Self::TenantExists { path, tenant },
-            err => Self::Tenant(err),
-        }
-    }
 }
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, CliError> {

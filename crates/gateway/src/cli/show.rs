@@ -75,6 +75,7 @@ mod tests {
     use super::*;
     use crate::cli::tests::CONFIG;
     use crate::config::edit::tests::scratch;
+    use crate::tenant_ops::TenantOpError;
 
     #[test]
     fn show_masks_secret_params_in_text_and_json() {
@@ -105,7 +106,10 @@ mod tests {
         assert_eq!(json["enabled"], false);
 
         let err = tenants_show(&path, "nobody", false).unwrap_err();
-        assert!(matches!(err, CliError::UnknownTenant { .. }));
+        assert!(matches!(
+            err,
+            CliError::Tenant(TenantOpError::UnknownTenant { .. })
+        ));
         assert!(
             err.to_string()
                 .contains("tenants.toml: no tenant \"nobody\""),

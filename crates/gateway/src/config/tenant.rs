@@ -96,75 +96,35 @@ fn enabled_by_default() -> bool {
     true
 }
 
-impl Default for TenantSettings {
-    fn default() -> Self {
-        Self {
-            hosts: Vec::new(),
-            params: BTreeMap::new(),
-            enabled: true,
-            max_concurrency: None,
+/// For both tenant types, which have the same fields: `Default` (enabled, nothing
+/// else), and a `Debug` that shows param names, never their values.
+macro_rules! tenant_impls {
+    ($($tenant:ident),*) => {$(
+        impl Default for $tenant {
+            fn default() -> Self {
+                Self {
+                    hosts: Vec::new(),
+                    params: BTreeMap::new(),
+                    enabled: true,
+                    max_concurrency: None,
+                }
+            }
         }
-    }
-}
 
-impl Default for TenantConfig {
-    fn default() -> Self {
-        Self {
-            hosts: Vec::new(),
-            params: BTreeMap::new(),
-            enabled: true,
-            max_concurrency: None,
+        impl fmt::Debug for $tenant {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($tenant))
+                    .field("hosts", &self.hosts)
+                    .field("params", &self.params.keys().collect::<Vec<_>>())
+                    .field("enabled", &self.enabled)
+                    .field("max_concurrency", &self.max_concurrency)
+                    .finish()
+            }
         }
-    }
+    )*};
 }
 
-/// Both tenant types print alike: names of params, never their values.
-fn debug_tenant(
-    f: &mut fmt::Formatter<'_>,
-    type_name: &str,
-    hosts: &[String],
-    params: &BTreeMap<String, String>,
-    enabled: bool,
-    max_concurrency: Option<usize>,
-) -> fmt::Result {
-    f.debug_struct(type_name)
-        .field("hosts", &hosts)
-        .field("params", &params.keys().collect::<Vec<_>>())
-        .field("enabled", &enabled)
-        .field("max_concurrency", &max_concurrency)
-        .finish()
-}
-
-impl fmt::Debug for TenantSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self {
-            hosts,
-            params,
-            enabled,
-            max_concurrency,
-        } = self;
-        debug_tenant(
-            f,
-            "TenantSettings",
-            hosts,
-            params,
-            *enabled,
-            *max_concurrency,
-        )
-    }
-}
-
-impl fmt::Debug for TenantConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self {
-            hosts,
-            params,
-            enabled,
-            max_concurrency,
-        } = self;
-        debug_tenant(f, "TenantConfig", hosts, params, *enabled, *max_concurrency)
-    }
-}
+tenant_impls!(TenantSettings, TenantConfig);
 
 /// A normalised entry of a tenant's `hosts`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
