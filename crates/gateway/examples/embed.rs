@@ -25,7 +25,8 @@ use std::path::PathBuf;
 
 use gateway::body::GatewayBody;
 use gateway::config::Config;
-use gateway::service::{ConnInfo, GatewayService};
+use gateway::peer::ConnInfo;
+use gateway::service::GatewayService;
 use gateway::Gateway;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;

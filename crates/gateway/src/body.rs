@@ -115,6 +115,14 @@ impl GatewayBody {
         bodiless: bool,
     ) -> Self {
         self.remaining = content_length;
+        if let Inner::FastCgi { body: Some(fpm) } = &self.inner {
+            // PHP-FPM may be done before the client is answered (its END_REQUEST came
+            // with the headers): hyper may then never poll the body, so its time is
+            // taken now.
+            if fpm.is_end_stream() {
+                record.fpm_time = fpm.fpm_time();
+            }
+        }
         if bodiless || content_length == Some(0) {
             // hyper never polls such a body, so PHP-FPM's END_REQUEST would go unread and
             // its connection be closed instead of pooled: read it in the background.

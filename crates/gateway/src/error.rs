@@ -1,14 +1,23 @@
 //! Every way a request can fail, where it came from, and the one place that maps it to a
-//! status code, a `Retry-After` and a small HTML page.
+//! status code, a retry decision (`Retry-After`) and a small HTML page.
+//!
+//! Each step of the flow returns its own typed error; the `From` impls at the bottom turn
+//! them into a [`GatewayError`] keeping the original as its cause (as pingora-error's
+//! `cause`), so the log shows the whole chain. [`ErrorKind`] is the only input to the
+//! status code, the blamed party and whether the client is told to retry.
 //!
 //! Pages say what happened in general words and nothing about tenants, paths or PHP-FPM
 //! internals; the detail goes to the log instead.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::GatewayBody;
+
+/// What a cause is carried as: any error, kept whole for the log.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Who is to blame for an error: decides the status class and the log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,151 +30,206 @@ pub enum ErrorSource {
     Internal,
 }
 
-/// A failed request, ready to be answered.
-#[derive(Debug, Clone)]
+/// What failed, in the terms the answer is chosen by. Small, so the error is cheap to
+/// build on the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A request we cannot make sense of (400).
+    BadRequest,
+    /// A path that exists but is never served (403).
+    Forbidden,
+    /// No such page or no such site (404).
+    NotFound,
+    /// The request body is over the limit (413).
+    PayloadTooLarge,
+    /// The request line does not fit one FastCGI param (414).
+    UriTooLong,
+    /// The headers are over the limit, or one does not fit a FastCGI param (431).
+    HeaderTooLarge,
+    /// PHP-FPM or the pool is saturated: retry later (503 with `Retry-After`).
+    Overloaded,
+    /// PHP-FPM could not be reached or broke the protocol (502).
+    BadGateway,
+    /// PHP-FPM did not answer in time (504).
+    GatewayTimeout,
+    /// The gateway itself failed (500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The status code, the party to blame, and whether a `Retry-After` goes with it:
+    /// the one table every failure is answered by.
+    fn decision(self) -> (StatusCode, ErrorSource, bool) {
+        use ErrorSource::{Client, Internal, Upstream};
+        match self {
+            Self::BadRequest => (StatusCode::BAD_REQUEST, Client, false),
+            Self::Forbidden => (StatusCode::FORBIDDEN, Client, false),
+            Self::NotFound => (StatusCode::NOT_FOUND, Client, false),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Client, false),
+            Self::UriTooLong => (StatusCode::URI_TOO_LONG, Client, false),
+            Self::HeaderTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Client, false),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, Upstream, true),
+            Self::BadGateway => (StatusCode::BAD_GATEWAY, Upstream, false),
+            Self::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, Upstream, false),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, Internal, false),
+        }
+    }
+}
+
+/// A failed request, ready to be answered: what failed, what the gateway was doing, and
+/// the error that caused it.
+#[derive(Debug)]
 pub struct GatewayError {
-    status: StatusCode,
-    source: ErrorSource,
-    retry_after: Option<Duration>,
-    /// For the log only, never sent to the client.
-    detail: String,
+    kind: ErrorKind,
+    /// What the gateway was doing, for the log only, never sent to the client.
+    context: Cow<'static, str>,
+    /// The error underneath, if any: [`std::error::Error::source`] returns it.
+    cause: Option<Cause>,
 }
 
 impl GatewayError {
-    /// An error with an explicit status.
-    pub fn new(status: StatusCode, source: ErrorSource, detail: impl Into<String>) -> Self {
+    /// An error of `kind`, with what the gateway was doing.
+    pub fn new(kind: ErrorKind, context: impl Into<Cow<'static, str>>) -> Self {
         Self {
-            status,
-            source,
-            retry_after: None,
-            detail: detail.into(),
+            kind,
+            context: context.into(),
+            cause: None,
         }
     }
 
+    /// Keeps `cause` as this error's source.
+    pub fn with_cause(mut self, cause: impl Into<Cause>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
     /// 400: a request we cannot make sense of.
-    pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorSource::Client, detail)
+    pub fn bad_request(context: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::BadRequest, context)
     }
 
     /// 403: a path that exists but is never served (dotfiles, escapes from the root).
-    pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, ErrorSource::Client, detail)
+    pub fn forbidden(context: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::Forbidden, context)
     }
 
     /// 404: no such page, or no such site (the page never says which).
-    pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorSource::Client, detail)
+    pub fn not_found(context: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::NotFound, context)
     }
 
     /// 413: the request body is over the limit.
     pub fn payload_too_large(limit: u64) -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorSource::Client,
+            ErrorKind::PayloadTooLarge,
             format!("request body over the {limit}-byte limit"),
         )
     }
 
-    /// 414: the URI does not fit one FastCGI param.
-    pub fn uri_too_long(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::URI_TOO_LONG, ErrorSource::Client, detail)
-    }
-
-    /// 431: a header does not fit one FastCGI param.
-    pub fn header_too_large(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorSource::Client,
-            detail,
-        )
-    }
-
-    /// 503 with `Retry-After`: the tenant is suspended or the pool is saturated.
-    pub fn unavailable(retry_after: Duration, detail: impl Into<String>) -> Self {
-        let mut err = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorSource::Upstream,
-            detail,
-        );
-        err.retry_after = Some(retry_after);
-        err
+    /// 431: the header section or one header is too large.
+    pub fn header_too_large(context: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::HeaderTooLarge, context)
     }
 
     /// 500: the gateway itself failed.
-    pub fn internal(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorSource::Internal,
-            detail,
-        )
+    pub fn internal(context: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::Internal, context)
     }
 
-    /// Maps a FastCGI client error: overloaded or queue timeout 503, connect failure 502,
-    /// read timeout 504, protocol error 502, client's body failing 400.
-    pub fn from_fastcgi(err: &fcgi_core::Error, retry_after: Duration) -> Self {
-        let detail = err.to_string();
-        if err.is_overloaded() {
-            Self::unavailable(retry_after, detail)
-        } else if err.is_connect() {
-            Self::new(StatusCode::BAD_GATEWAY, ErrorSource::Upstream, detail)
-        } else if err.is_timeout() {
-            Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorSource::Upstream, detail)
-        } else if err.is_body() {
-            Self::new(StatusCode::BAD_REQUEST, ErrorSource::Client, detail)
-        } else if err.is_params() {
-            Self::header_too_large(detail)
-        } else {
-            Self::new(StatusCode::BAD_GATEWAY, ErrorSource::Upstream, detail)
-        }
+    /// What failed.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
     }
 
     /// The status code this error is answered with.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.kind.decision().0
     }
 
     /// Who caused it.
-    pub fn source(&self) -> ErrorSource {
-        self.source
+    pub fn origin(&self) -> ErrorSource {
+        self.kind.decision().1
     }
 
-    /// The log detail.
-    pub fn detail(&self) -> &str {
-        &self.detail
+    /// Whether the client is told when to retry (`Retry-After`): the failure is a
+    /// saturation that passes, not a fault of the request.
+    pub fn is_retryable(&self) -> bool {
+        self.kind.decision().2
     }
 
-    /// The `Retry-After` sent with it, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+    /// What the gateway was doing, without the cause.
+    pub fn context(&self) -> &str {
+        &self.context
     }
 
-    /// The response: status, `Retry-After` when set, and a small HTML page.
-    pub fn into_response(self) -> Response<GatewayBody> {
-        let page = error_page(self.status);
-        let mut response = Response::new(GatewayBody::full(page));
-        *response.status_mut() = self.status;
+    /// The response: status, `Retry-After: retry_after` when the error is retryable, and
+    /// a small HTML page.
+    pub fn into_response(self, retry_after: Duration) -> Response<GatewayBody> {
+        let (status, _, retryable) = self.kind.decision();
+        let mut response = Response::new(GatewayBody::full(error_page(status)));
+        *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
-        if let Some(after) = self.retry_after {
+        if retryable {
             headers.insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(after.as_secs().max(1)),
+                HeaderValue::from(retry_after.as_secs().max(1)),
             );
         }
         response
+    }
+
+    /// Writes the error, with its whole cause chain, to the log at the level its origin
+    /// calls for (a client's mistake is routine; an upstream or internal one is not).
+    pub(crate) fn log(&self, tenant: Option<&str>) {
+        let tenant = tenant.unwrap_or("-");
+        let status = self.status().as_u16();
+        let detail = Chain(self);
+        match self.origin() {
+            ErrorSource::Client => {
+                tracing::debug!(tenant, status, %detail, "request refused")
+            }
+            ErrorSource::Upstream => {
+                tracing::warn!(tenant, status, %detail, "upstream failed")
+            }
+            ErrorSource::Internal => {
+                tracing::error!(tenant, status, %detail, "internal error")
+            }
+        }
     }
 }
 
 impl std::fmt::Display for GatewayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.status, self.detail)
+        write!(f, "{}: {}", self.status(), self.context)
     }
 }
 
-impl std::error::Error for GatewayError {}
+impl std::error::Error for GatewayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// An error followed by each of its causes: `a: b: c`.
+struct Chain<'a>(&'a GatewayError);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.context)?;
+        let mut cause = std::error::Error::source(self.0);
+        while let Some(err) = cause {
+            write!(f, ": {err}")?;
+            cause = err.source();
+        }
+        Ok(())
+    }
+}
 
 /// A minimal page naming the status and nothing else.
 pub fn error_page(status: StatusCode) -> bytes::Bytes {
@@ -175,6 +239,51 @@ pub fn error_page(status: StatusCode) -> bytes::Bytes {
         "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
          <body><h1>{code} {reason}</h1></body></html>\n"
     ))
+}
+
+/// PHP-FPM and the pool: overloaded or queue timeout 503, connect failure 502, read
+/// timeout 504, protocol error 502, the client's body failing 400, a param too large 431.
+impl From<fcgi_core::Error> for GatewayError {
+    fn from(err: fcgi_core::Error) -> Self {
+        let kind = if err.is_overloaded() {
+            ErrorKind::Overloaded
+        } else if err.is_connect() {
+            ErrorKind::BadGateway
+        } else if err.is_timeout() {
+            ErrorKind::GatewayTimeout
+        } else if err.is_body() {
+            ErrorKind::BadRequest
+        } else if err.is_params() {
+            ErrorKind::HeaderTooLarge
+        } else {
+            ErrorKind::BadGateway
+        };
+        Self::new(kind, "forwarding to PHP-FPM").with_cause(err)
+    }
+}
+
+/// A CGI param that does not fit one FastCGI record: 414 for the request line, 431 for a
+/// header.
+impl From<crate::cgi::params::ParamsBuildError> for GatewayError {
+    fn from(err: crate::cgi::params::ParamsBuildError) -> Self {
+        use crate::cgi::params::ParamsBuildError;
+        let kind = match &err {
+            ParamsBuildError::UriTooLong { .. } => ErrorKind::UriTooLong,
+            ParamsBuildError::HeaderTooLarge { .. } => ErrorKind::HeaderTooLarge,
+        };
+        Self::new(kind, "building the CGI params").with_cause(err)
+    }
+}
+
+/// A request path that is malformed or hostile (400), or a filesystem that fails (500).
+impl From<crate::resolve::ResolveError> for GatewayError {
+    fn from(err: crate::resolve::ResolveError) -> Self {
+        let kind = match &err {
+            crate::resolve::ResolveError::BadPath(_) => ErrorKind::BadRequest,
+            crate::resolve::ResolveError::Io(_) => ErrorKind::Internal,
+        };
+        Self::new(kind, "resolving the request path").with_cause(err)
+    }
 }
 
 #[cfg(test)]
@@ -191,8 +300,22 @@ mod tests {
 
     #[test]
     fn unavailable_sets_retry_after() {
-        let response = GatewayError::unavailable(Duration::from_secs(30), "x").into_response();
+        let response =
+            GatewayError::new(ErrorKind::Overloaded, "x").into_response(Duration::from_secs(30));
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+    }
+
+    #[test]
+    fn the_cause_is_kept_and_logged_in_the_chain() {
+        let io = std::io::Error::other("disk on fire");
+        let err = GatewayError::internal("serving a file").with_cause(io);
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk on fire"));
+        assert_eq!(Chain(&err).to_string(), "serving a file: disk on fire");
+        // The page says nothing of it.
+        let response = err.into_response(Duration::from_secs(1));
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }
 }

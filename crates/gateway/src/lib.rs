@@ -2,14 +2,16 @@
 //! Host to a tenant and forwards it to a shared PHP-FPM pool with that tenant's params.
 //!
 //! # Layout
-//! Data flows one way: accept ([`server`]) → route ([`routing`], [`tenant`]) → static file
-//! ([`static_files`]) or CGI mapping ([`cgi`]) → pool and FastCGI ([`fastcgi`], on the
-//! `fcgi-core` crate) → response mapping → client. [`service::GatewayService`] is that flow
-//! as a `tower::Service`, for embedders; [`run`] is the whole server.
+//! Data flows one way: accept ([`server`]; the client's identity in [`peer`]) → route
+//! (`routing`, [`tenant`]; the path on disk in `resolve`, parsed by `request_path`) →
+//! static file (`static_files`) or CGI mapping (`cgi`) → pool and FastCGI (`fastcgi`, on
+//! the `fcgi-core` crate) → response mapping (`response`, [`body`]) → client.
+//! [`service::GatewayService`] puts the steps together as a `tower::Service`, for
+//! embedders; [`run`] is the whole server.
 //!
 //! - [`config`]: `tenants.toml`, parsed, validated, immutable.
 //! - [`snapshot`]: what requests are served from, swapped atomically on reload.
-//! - [`error`]: every failure and its status code, in one place.
+//! - [`error`]: every failure, its cause, and its status code, in one place.
 //! - [`access`], [`usage`], [`usage_store`], [`metrics`]: the access log, per-tenant usage
 //!   metering for billing, and Prometheus metrics.
 //! - `admin`: the admin API on its own listener (tenants, reload, usage, metrics).
@@ -22,21 +24,25 @@
 pub mod access;
 pub(crate) mod admin;
 pub mod body;
-pub mod cgi;
+pub(crate) mod cgi;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod fastcgi;
+pub(crate) mod fastcgi;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod peer;
 pub mod reload;
-pub mod routing;
+pub(crate) mod request_path;
+pub(crate) mod resolve;
+pub(crate) mod response;
+pub(crate) mod routing;
 pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod spool;
-pub mod static_files;
+pub(crate) mod static_files;
 pub mod tenant;
 pub mod tenant_ops;
 pub mod usage;

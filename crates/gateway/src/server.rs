@@ -15,7 +15,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{ConnInfo, GatewayService};
+use crate::peer::ConnInfo;
+use crate::service::GatewayService;
 
 /// Limits applied to every client connection.
 #[derive(Debug, Clone)]

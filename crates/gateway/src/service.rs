@@ -1,14 +1,15 @@
-//! The gateway's request handling as a `tower::Service`: route by Host to a tenant, then
-//! serve a static file or forward to PHP-FPM with the tenant's params, and map the answer
-//! back to HTTP. The server in [`crate::server`] mounts it; embedders can too.
+//! The route step and the whole flow as a `tower::Service`: each request goes one way
+//! through the steps, and only here are they put together.
 //!
-//! Flow: host → tenant (404 unknown, 503 suspended) → path → static file | PHP script |
-//! redirect → CGI params (+ tenant params) → pool (fair queue per tenant) → FastCGI →
-//! response mapping → client.
+//! accept ([`crate::server`], [`ConnInfo`]) → **route**: host → tenant (404 unknown, 503
+//! suspended), path → [`Resolution`] ([`crate::resolve`]) → static file
+//! ([`crate::static_files`]) | redirect | CGI mapping ([`crate::cgi`], the client from
+//! [`Peer`]) → pool and FastCGI ([`crate::fastcgi`]) → response mapping
+//! ([`crate::response`]) → client. Every failure is a [`GatewayError`], answered in one
+//! place ([`crate::error`]).
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,33 +20,12 @@ use http_body::Body;
 
 use crate::access::RequestRecord;
 use crate::body::GatewayBody;
-use crate::cgi::script::{self, Resolution};
+use crate::cgi::CgiRequest;
 use crate::error::GatewayError;
-use crate::routing;
+use crate::peer::{ConnInfo, Peer};
+use crate::resolve::{self, Resolution};
 use crate::snapshot::{SharedState, Snapshot};
-
-/// The client connection a request came in on. The server puts it in the request's
-/// extensions; an embedder that does not gets `0.0.0.0:0` for both ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnInfo {
-    /// The client's address (the peer of the TCP connection).
-    pub remote: SocketAddr,
-    /// The address the client connected to.
-    pub local: SocketAddr,
-    /// Whether the connection was TLS (terminated in front of us or by an embedder).
-    pub tls: bool,
-}
-
-impl Default for ConnInfo {
-    fn default() -> Self {
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        Self {
-            remote: unspecified,
-            local: unspecified,
-            tls: false,
-        }
-    }
-}
+use crate::{fastcgi, routing};
 
 /// The gateway as a `tower::Service<http::Request<B>>`. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -82,7 +62,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(handle(state, req, None).await) })
+        let conn = req
+            .extensions()
+            .get::<ConnInfo>()
+            .copied()
+            .unwrap_or_default();
+        Box::pin(async move { Ok(handle(state, req, conn).await) })
     }
 }
 
@@ -100,16 +85,15 @@ impl GatewayService {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError> + std::fmt::Display + Send,
     {
-        handle(self.state.clone(), req, Some(conn))
+        handle(self.state.clone(), req, conn)
     }
 }
 
-/// Serves one request; every failure becomes a response here. `conn` falls back to the
-/// request's [`ConnInfo`] extension.
+/// Serves one request; every failure becomes a response here.
 async fn handle<B>(
     state: Arc<SharedState>,
     req: Request<B>,
-    conn: Option<ConnInfo>,
+    conn: ConnInfo,
 ) -> Response<GatewayBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -122,85 +106,33 @@ where
         req.method(),
         req.uri().path(),
     ));
-    let response = match route(&snapshot, req, &mut record, conn).await {
+    let response = match serve(&snapshot, req, conn, &mut record).await {
         Ok(response) => response,
         Err(err) => {
-            log_error(&err, record.tenant.as_deref());
-            err.into_response()
+            err.log(record.tenant.as_deref());
+            err.into_response(snapshot.config.server.retry_after)
         }
     };
-    let mut response = response;
-    finish_headers(&mut response);
-    record.status = response.status().as_u16();
-    let (parts, body) = response.into_parts();
-    let content_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let status = parts.status;
-    let bodiless = head
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    Response::from_parts(parts, body.with_record(record, content_length, bodiless))
+    crate::response::finish(response, record, head)
 }
 
-fn log_error(err: &GatewayError, tenant: Option<&str>) {
-    let tenant = tenant.unwrap_or("-");
-    match err.source() {
-        crate::error::ErrorSource::Client => {
-            tracing::debug!(
-                tenant,
-                status = err.status().as_u16(),
-                detail = err.detail(),
-                "request refused"
-            )
-        }
-        crate::error::ErrorSource::Upstream => {
-            tracing::warn!(
-                tenant,
-                status = err.status().as_u16(),
-                detail = err.detail(),
-                "upstream failed"
-            )
-        }
-        crate::error::ErrorSource::Internal => {
-            tracing::error!(
-                tenant,
-                status = err.status().as_u16(),
-                detail = err.detail(),
-                "internal error"
-            )
-        }
-    }
-}
-
-/// Headers every response gets: our `Server`, and no `X-Powered-By`.
-fn finish_headers(response: &mut Response<GatewayBody>) {
-    let headers = response.headers_mut();
-    // A scan of the few headers is cheaper than parsing and hashing the name to remove
-    // it, and the header is usually absent (`expose_php = Off`).
-    if headers.keys().any(|name| name == "x-powered-by") {
-        headers.remove("x-powered-by");
-    }
-    headers.insert(header::SERVER, HeaderValue::from_static("fcgi-gateway"));
-}
-
-async fn route<B>(
+/// The flow, step after step. The record learns the tenant and the body length here, as
+/// they are decided; PHP-FPM's time is filled in by the response body.
+async fn serve<B>(
     snapshot: &Snapshot,
     req: Request<B>,
+    conn: ConnInfo,
     record: &mut RequestRecord,
-    conn: Option<ConnInfo>,
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError> + std::fmt::Display + Send,
 {
     let (parts, body) = req.into_parts();
+    let config = &snapshot.config;
     // hyper's buffer also holds the request line (see `server::REQUEST_LINE_ALLOWANCE`),
     // so the header limit itself is enforced here.
-    let max_header_bytes = snapshot.config.server.max_header_bytes;
+    let max_header_bytes = config.server.max_header_bytes;
     if header_section_len(&parts.headers) > max_header_bytes {
         return Err(GatewayError::header_too_large(format!(
             "request headers over the {max_header_bytes}-byte limit"
@@ -223,33 +155,16 @@ where
     if !tenant.enabled {
         return Ok(suspended(snapshot));
     }
-    let config = &snapshot.config;
-    let resolution = script::resolve(
+    match resolve::resolve(
         &config.fastcgi.root,
         &config.fastcgi.index,
         parts.uri.path(),
-    )
-    .map_err(|err| match err {
-        script::ScriptError::BadRequest(why) => GatewayError::bad_request(why),
-        script::ScriptError::Io(err) => GatewayError::internal(format!("resolving path: {err}")),
-    })?;
-    match resolution {
+    )? {
         Resolution::Static { file } => {
             let req = Request::from_parts(parts, ());
             crate::static_files::serve_file(&file, req).await
         }
-        Resolution::RedirectToDir { location } => {
-            let location = match parts.uri.query() {
-                Some(query) => format!("{location}?{query}"),
-                None => location,
-            };
-            let mut response = Response::new(GatewayBody::empty());
-            *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
-            let value = HeaderValue::from_str(&location)
-                .map_err(|_| GatewayError::bad_request("unencodable redirect target"))?;
-            response.headers_mut().insert(header::LOCATION, value);
-            Ok(response)
-        }
+        Resolution::RedirectToDir { location } => redirect(location, parts.uri.query()),
         Resolution::Forbidden => Err(GatewayError::forbidden("path is never served")),
         Resolution::NotFound => Err(GatewayError::not_found(
             "no such file and no front controller",
@@ -259,17 +174,42 @@ where
             script_path: _,
             path_info,
         } => {
-            let php = crate::fastcgi::PhpRequest {
-                snapshot,
+            let (body, content_length) =
+                fastcgi::request_body(&parts.headers, body, config.server.max_body).await?;
+            record.bytes_in = content_length.unwrap_or(0);
+            let cgi = CgiRequest {
                 tenant: &tenant,
+                parts: &parts,
                 authority,
                 server_name: &host,
                 script_name: &script_name,
                 path_info: path_info.as_deref(),
+                document_root: &config.fastcgi.fpm_root,
+                peer: Peer::resolve(
+                    &conn,
+                    &parts.headers,
+                    authority,
+                    &config.server.trusted_proxies,
+                ),
+                content_length,
             };
-            crate::fastcgi::forward(php, &parts, body, record, conn).await
+            fastcgi::forward(&snapshot.pool, &cgi, body).await
         }
     }
+}
+
+/// The 301 that adds a directory's trailing slash, keeping the query.
+fn redirect(location: String, query: Option<&str>) -> Result<Response<GatewayBody>, GatewayError> {
+    let location = match query {
+        Some(query) => format!("{location}?{query}"),
+        None => location,
+    };
+    let mut response = Response::new(GatewayBody::empty());
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    let value = HeaderValue::from_str(&location)
+        .map_err(|_| GatewayError::bad_request("unencodable redirect target"))?;
+    response.headers_mut().insert(header::LOCATION, value);
+    Ok(response)
 }
 
 /// The size of the header section as sent over HTTP/1 (`name: value\r\n` per field).

@@ -6,7 +6,7 @@
 //! here around it.
 //!
 //! Which paths may be served at all (never `.php` source, never dotfiles, never outside the
-//! root) is decided earlier, in [`crate::cgi::script`]; this module only serves a file
+//! root) is decided earlier, in [`crate::resolve`]; this module only serves a file
 //! already known to be safe.
 
 use std::path::Path;
@@ -37,10 +37,9 @@ where
             return Ok(response);
         }
     }
-    let response = ServeFile::new(file)
-        .oneshot(req)
-        .await
-        .map_err(|err| GatewayError::internal(format!("serving {}: {err}", file.display())))?;
+    let response = ServeFile::new(file).oneshot(req).await.map_err(|err| {
+        GatewayError::internal(format!("serving {}", file.display())).with_cause(err)
+    })?;
     let (mut parts, body) = response.into_parts();
     // Files are shared by every tenant; nothing in them varies by cookie or auth.
     parts

@@ -1,11 +1,12 @@
 //! The FastCGI params for one request: the CGI variables nginx's `fastcgi_params` sets,
-//! then the request headers as `HTTP_*`, then the tenant's own params.
+//! then the request headers as `HTTP_*` ([`super::headers`]), then the tenant's own
+//! params.
 //!
 //! Runs once per request, so it allocates nothing beyond the growth of the output
 //! buffer: header names are mapped to `HTTP_*` while being copied
 //! ([`Params::insert_with_prefix`]), and numbers, addresses and concatenated paths are
-//! formatted in stack buffers. Only a header sent more than once needs a heap buffer to
-//! join its values.
+//! formatted in stack buffers ([`super::buffers`], `itoa`). Only a header sent more than
+//! once needs a heap buffer to join its values.
 //!
 //! Ordering is a security property: PHP-FPM keeps the last value of a repeated name, so
 //! the tenant's params go last and always win. On top of that, any request header that
@@ -17,77 +18,59 @@
 //! `Authorization: Basic` header, which an application could take for a login the web
 //! server verified. PHP still decodes `PHP_AUTH_USER` from `HTTP_AUTHORIZATION`.
 
-use std::fmt::Write as _;
-use std::iter::Peekable;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use fcgi_core::Params;
-use http::header::{self, HeaderName, HeaderValue};
-use http::request::Parts;
-use http::{HeaderMap, Version};
-use ipnet::IpNet;
+use http::header::{self, HeaderName};
+use http::Version;
 
-use crate::routing::authority_port;
-use crate::tenant::Tenant;
+use super::buffers::{AddrBuf, JoinBuf};
+use super::CgiRequest;
 
 /// `SERVER_SOFTWARE`. No version, so it tells scanners nothing.
 pub const SERVER_SOFTWARE: &str = "fcgi-gateway";
 
-/// Everything [`build_params`] needs to know about one request. `Debug` leaves out the
-/// headers (cookies, credentials) and the tenant's param values.
-#[derive(Clone, Copy)]
-pub struct CgiContext<'a> {
-    /// The tenant the host selected; its params are appended last.
-    pub tenant: &'a Tenant,
-    /// The request line and headers.
-    pub parts: &'a Parts,
-    /// The authority as the client sent it, port included: `HTTP_HOST`
-    /// (see [`request_authority`](crate::routing::request_authority)).
-    pub authority: &'a str,
-    /// The normalised host, without port: `SERVER_NAME`.
-    pub server_name: &'a str,
-    /// Which script runs, as PHP-FPM sees it.
-    pub script: ScriptVars<'a>,
-    /// The TCP peer.
-    pub remote: SocketAddr,
-    /// The local address the request arrived on.
-    pub local: SocketAddr,
-    /// Whether the client connection is TLS.
-    pub tls: bool,
-    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
-    pub trusted_proxies: &'a [IpNet],
-    /// The body length that will be sent as STDIN (`CONTENT_LENGTH`), if any body.
-    pub content_length: Option<u64>,
+/// Declares each CGI variable the gateway derives from a request once: a constant per
+/// name (for the inserts below) and the list of them all ([`CGI_VARIABLES`], which the
+/// config refuses as tenant param names).
+macro_rules! cgi_variables {
+    ($($name:ident),+ $(,)?) => {
+        /// The names of the CGI variables, one constant each.
+        pub(crate) mod var {
+            $(
+                #[doc = concat!("`", stringify!($name), "`")]
+                pub(crate) const $name: &str = stringify!($name);
+            )+
+        }
+
+        /// Every CGI variable the gateway derives from a request. A tenant param with one
+        /// of these names would silently replace the request's own value (tenant params
+        /// are sent last and PHP-FPM keeps the last value), so the config refuses them.
+        pub const CGI_VARIABLES: &[&str] = &[$(var::$name),+];
+    };
 }
 
-impl std::fmt::Debug for CgiContext<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CgiContext")
-            .field("tenant", &self.tenant.name)
-            .field("method", &self.parts.method)
-            .field("uri", &self.parts.uri)
-            .field("authority", &self.authority)
-            .field("server_name", &self.server_name)
-            .field("script", &self.script)
-            .field("remote", &self.remote)
-            .field("local", &self.local)
-            .field("tls", &self.tls)
-            .field("content_length", &self.content_length)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The script part of the CGI environment, from a
-/// [`Resolution::Php`](super::script::Resolution::Php) and the `fpm_root`.
-#[derive(Debug, Clone, Copy)]
-pub struct ScriptVars<'a> {
-    /// `SCRIPT_NAME`: the script's URL path (`/x.php`).
-    pub script_name: &'a str,
-    /// `PATH_INFO`: what followed the script in the URL, if anything.
-    pub path_info: Option<&'a str>,
-    /// `DOCUMENT_ROOT`: the code root as PHP-FPM sees it (`fastcgi.fpm_root`).
-    /// `SCRIPT_FILENAME` is this plus `script_name`.
-    pub document_root: &'a str,
+cgi_variables! {
+    REQUEST_METHOD,
+    SCRIPT_FILENAME,
+    SCRIPT_NAME,
+    REQUEST_URI,
+    DOCUMENT_URI,
+    DOCUMENT_ROOT,
+    QUERY_STRING,
+    CONTENT_TYPE,
+    CONTENT_LENGTH,
+    SERVER_PROTOCOL,
+    GATEWAY_INTERFACE,
+    SERVER_SOFTWARE,
+    REMOTE_ADDR,
+    REMOTE_PORT,
+    SERVER_ADDR,
+    SERVER_PORT,
+    SERVER_NAME,
+    REQUEST_SCHEME,
+    HTTPS,
+    REDIRECT_STATUS,
+    PATH_INFO,
+    PATH_TRANSLATED,
 }
 
 /// A param that did not fit in one FastCGI record; says which answer the client gets.
@@ -110,225 +93,139 @@ pub enum ParamsBuildError {
 
 /// A size for the params buffer that usually avoids regrowing it: the header bytes, the
 /// tenant's params and room for the CGI variables.
-pub fn params_capacity(ctx: &CgiContext<'_>) -> usize {
-    let headers: usize = ctx
+pub(crate) fn params_capacity(req: &CgiRequest<'_>) -> usize {
+    let headers: usize = req
         .parts
         .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 16)
         .sum();
-    let uri = ctx
+    let uri = req
         .parts
         .uri
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
-    1024 + 3 * uri + headers + ctx.tenant.params.encoded_len()
+    1024 + 3 * uri + headers + req.tenant.params.encoded_len()
 }
 
 /// Writes the request's FastCGI params into `params`: CGI variables, then `HTTP_*`
 /// headers, then the tenant's params.
-pub fn build_params(ctx: &CgiContext<'_>, params: &mut Params) -> Result<(), ParamsBuildError> {
-    let parts = ctx.parts;
-    let script = &ctx.script;
+pub(crate) fn build_params(
+    req: &CgiRequest<'_>,
+    params: &mut Params,
+) -> Result<(), ParamsBuildError> {
+    use var::*;
+    let parts = req.parts;
+    let peer = &req.peer;
     let uri_error = |param| move |_| ParamsBuildError::UriTooLong { param };
     let header_error = |header: HeaderName| move |_| ParamsBuildError::HeaderTooLarge { header };
     let mut join = JoinBuf::new();
 
-    let forwarded = Forwarded::resolve(ctx);
-    let https = forwarded.https.unwrap_or(ctx.tls);
-    let server_port = match forwarded.https {
-        // The client's view of the port: the proxy's listener, not ours.
-        Some(https) => authority_port(ctx.authority).unwrap_or(if https { 443 } else { 80 }),
-        None => ctx.local.port(),
-    };
-
-    let document_root = script.document_root;
+    let document_root = req.document_root;
     // A document root of `/` would otherwise give `//x.php`.
     let root_prefix = document_root.strip_suffix('/').unwrap_or(document_root);
     params
         .insert(
-            "SCRIPT_FILENAME",
-            join.concat(root_prefix.as_bytes(), script.script_name.as_bytes()),
+            SCRIPT_FILENAME,
+            join.concat(root_prefix.as_bytes(), req.script_name.as_bytes()),
         )
-        .map_err(uri_error("SCRIPT_FILENAME"))?;
+        .map_err(uri_error(SCRIPT_FILENAME))?;
     params
-        .insert("SCRIPT_NAME", script.script_name)
-        .map_err(uri_error("SCRIPT_NAME"))?;
+        .insert(SCRIPT_NAME, req.script_name)
+        .map_err(uri_error(SCRIPT_NAME))?;
     let request_uri = parts
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
     params
-        .insert("REQUEST_URI", request_uri)
-        .map_err(uri_error("REQUEST_URI"))?;
-    let path_info = script.path_info.unwrap_or("");
+        .insert(REQUEST_URI, request_uri)
+        .map_err(uri_error(REQUEST_URI))?;
+    let path_info = req.path_info.unwrap_or("");
     params
         .insert(
-            "DOCUMENT_URI",
-            join.concat(script.script_name.as_bytes(), path_info.as_bytes()),
+            DOCUMENT_URI,
+            join.concat(req.script_name.as_bytes(), path_info.as_bytes()),
         )
-        .map_err(uri_error("DOCUMENT_URI"))?;
+        .map_err(uri_error(DOCUMENT_URI))?;
     params
-        .insert("DOCUMENT_ROOT", document_root)
-        .map_err(uri_error("DOCUMENT_ROOT"))?;
+        .insert(DOCUMENT_ROOT, document_root)
+        .map_err(uri_error(DOCUMENT_ROOT))?;
     params
-        .insert("QUERY_STRING", parts.uri.query().unwrap_or(""))
-        .map_err(uri_error("QUERY_STRING"))?;
+        .insert(QUERY_STRING, parts.uri.query().unwrap_or(""))
+        .map_err(uri_error(QUERY_STRING))?;
     params
-        .insert("REQUEST_METHOD", parts.method.as_str())
-        .map_err(uri_error("REQUEST_METHOD"))?;
+        .insert(REQUEST_METHOD, parts.method.as_str())
+        .map_err(uri_error(REQUEST_METHOD))?;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .map_or(&b""[..], |v| v.as_bytes());
     params
-        .insert("CONTENT_TYPE", content_type)
+        .insert(CONTENT_TYPE, content_type)
         .map_err(header_error(header::CONTENT_TYPE))?;
 
-    let mut number = NumBuf::new();
+    let mut number = itoa::Buffer::new();
     // Fixed-size values from here on: they always fit.
     let fixed = |_| ParamsBuildError::UriTooLong {
         param: "CGI variable",
     };
-    let content_length = match ctx.content_length {
+    let content_length = match req.content_length {
         Some(len) => number.format(len),
-        None => b"",
+        None => "",
     };
     params
-        .insert("CONTENT_LENGTH", content_length)
+        .insert(CONTENT_LENGTH, content_length)
         .map_err(fixed)?;
     params
-        .insert("SERVER_PROTOCOL", protocol(parts.version))
+        .insert(SERVER_PROTOCOL, protocol(parts.version))
         .map_err(fixed)?;
+    params.insert(GATEWAY_INTERFACE, "CGI/1.1").map_err(fixed)?;
     params
-        .insert("GATEWAY_INTERFACE", "CGI/1.1")
-        .map_err(fixed)?;
-    params
-        .insert("SERVER_SOFTWARE", SERVER_SOFTWARE)
+        .insert(var::SERVER_SOFTWARE, self::SERVER_SOFTWARE)
         .map_err(fixed)?;
     let mut addr = AddrBuf::new();
     params
-        .insert("REMOTE_ADDR", addr.format(forwarded.client))
+        .insert(REMOTE_ADDR, addr.format(peer.client))
         .map_err(fixed)?;
     params
-        .insert("REMOTE_PORT", number.format(ctx.remote.port().into()))
+        .insert(REMOTE_PORT, number.format(peer.client_port))
         .map_err(fixed)?;
     params
-        .insert("SERVER_ADDR", addr.format(ctx.local.ip().to_canonical()))
+        .insert(SERVER_ADDR, addr.format(peer.server))
         .map_err(fixed)?;
     params
-        .insert("SERVER_PORT", number.format(server_port.into()))
+        .insert(SERVER_PORT, number.format(peer.server_port))
         .map_err(fixed)?;
     params
-        .insert("SERVER_NAME", ctx.server_name)
+        .insert(SERVER_NAME, req.server_name)
         .map_err(header_error(header::HOST))?;
     params
-        .insert("REQUEST_SCHEME", if https { "https" } else { "http" })
+        .insert(REQUEST_SCHEME, if peer.https { "https" } else { "http" })
         .map_err(fixed)?;
-    if https {
-        params.insert("HTTPS", "on").map_err(fixed)?;
+    if peer.https {
+        params.insert(HTTPS, "on").map_err(fixed)?;
     }
-    params.insert("REDIRECT_STATUS", "200").map_err(fixed)?;
+    params.insert(REDIRECT_STATUS, "200").map_err(fixed)?;
 
-    if let Some(path_info) = script.path_info {
+    if let Some(path_info) = req.path_info {
         params
-            .insert("PATH_INFO", path_info)
-            .map_err(uri_error("PATH_INFO"))?;
+            .insert(PATH_INFO, path_info)
+            .map_err(uri_error(PATH_INFO))?;
         params
             .insert(
-                "PATH_TRANSLATED",
+                PATH_TRANSLATED,
                 join.concat(root_prefix.as_bytes(), path_info.as_bytes()),
             )
-            .map_err(uri_error("PATH_TRANSLATED"))?;
+            .map_err(uri_error(PATH_TRANSLATED))?;
     }
 
     params
-        .insert("HTTP_HOST", ctx.authority)
+        .insert("HTTP_HOST", req.authority)
         .map_err(header_error(header::HOST))?;
-    insert_headers(ctx.tenant, &parts.headers, &mut join, params)?;
+    super::headers::insert_headers(req.tenant, &parts.headers, &mut join, params)?;
 
-    params.append(&ctx.tenant.params);
+    params.append(&req.tenant.params);
     Ok(())
-}
-
-/// Appends each request header as `HTTP_*`, repeats joined, skipping the ones that must
-/// not reach PHP.
-fn insert_headers(
-    tenant: &Tenant,
-    headers: &HeaderMap,
-    join: &mut JoinBuf,
-    params: &mut Params,
-) -> Result<(), ParamsBuildError> {
-    // `HeaderMap::iter` yields all values of one name back to back, each paired with a
-    // reference to the same stored name; that is how repeats are found without a hash
-    // lookup per header (the joining tests fail should that ever change).
-    let mut iter = headers.iter().peekable();
-    while let Some((name, first)) = iter.next() {
-        let name_str = name.as_str();
-        // Host was sent as the authority the tenant was chosen by. `Proxy` is httpoxy:
-        // as HTTP_PROXY it would set the proxy of PHP's HTTP clients. A name with `_`
-        // would map onto the same variable as its `-` twin (`X_Forwarded_For` shadowing
-        // `X-Forwarded-For`), so like nginx's default such headers are dropped.
-        // Every other name becomes `HTTP_*`, which no CGI variable and no `PHP_VALUE`
-        // starts with; tenant params are validated never to start with it either, and
-        // the flag keeps this correct should that rule ever change.
-        if name == header::HOST
-            || name_str == "proxy"
-            || name_str.contains('_')
-            || (tenant.shadows_headers && shadows_tenant_param(tenant, name_str))
-        {
-            while next_value_of(&mut iter, name).is_some() {}
-            continue;
-        }
-        let value = match next_value_of(&mut iter, name) {
-            None => first.as_bytes(),
-            Some(second) => {
-                // PHP parses one Cookie string, with `; ` between pairs (RFC 6265); HTTP/2
-                // clients split cookies into separate fields.
-                let separator: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
-                let rest = std::iter::from_fn(|| next_value_of(&mut iter, name));
-                join.join_values(
-                    [first, second]
-                        .into_iter()
-                        .chain(rest)
-                        .map(|v| v.as_bytes()),
-                    separator,
-                )
-            }
-        };
-        params
-            .insert_with_prefix(b"HTTP_", name_str.as_bytes(), cgi_name_byte, value)
-            .map_err(|_| ParamsBuildError::HeaderTooLarge {
-                header: name.clone(),
-            })?;
-    }
-    Ok(())
-}
-
-/// The next value if it belongs to the same stored header as `name`.
-fn next_value_of<'h>(
-    iter: &mut Peekable<header::Iter<'h, HeaderValue>>,
-    name: &HeaderName,
-) -> Option<&'h HeaderValue> {
-    iter.next_if(|(next, _)| std::ptr::eq(*next, name))
-        .map(|(_, value)| value)
-}
-
-/// Maps a (lower-case) header name byte to its CGI form: `x-forwarded-for` →
-/// `X_FORWARDED_FOR`.
-fn cgi_name_byte(b: u8) -> u8 {
-    if b == b'-' {
-        b'_'
-    } else {
-        b.to_ascii_uppercase()
-    }
-}
-
-fn shadows_tenant_param(tenant: &Tenant, header: &str) -> bool {
-    let mut name = Vec::with_capacity(5 + header.len());
-    name.extend_from_slice(b"HTTP_");
-    name.extend(header.bytes().map(cgi_name_byte));
-    tenant.param_names.contains(name.as_slice())
 }
 
 fn protocol(version: Version) -> &'static str {
@@ -341,202 +238,19 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
-/// What a trusted load balancer says about the client.
-struct Forwarded {
-    /// `REMOTE_ADDR`: the peer, or the client a trusted proxy reports.
-    client: IpAddr,
-    /// Set when a trusted proxy said whether the client used TLS.
-    https: Option<bool>,
-}
-
-impl Forwarded {
-    fn resolve(ctx: &CgiContext<'_>) -> Forwarded {
-        // A v4 client on a dual-stack listener shows up as `::ffff:a.b.c.d`.
-        let peer = ctx.remote.ip().to_canonical();
-        let trusted = |ip: IpAddr| ctx.trusted_proxies.iter().any(|net| net.contains(&ip));
-        if ctx.trusted_proxies.is_empty() || !trusted(peer) {
-            return Forwarded {
-                client: peer,
-                https: None,
-            };
-        }
-        Forwarded {
-            client: forwarded_client(&ctx.parts.headers, peer, trusted),
-            https: forwarded_https(&ctx.parts.headers),
-        }
-    }
-}
-
-/// Walks `X-Forwarded-For` from the right, past trusted proxies, to the first address
-/// that is not one: everything left of it was written by the client and proves nothing.
-/// Stops at an unparsable entry, keeping the last address it could trust.
-fn forwarded_client(headers: &HeaderMap, peer: IpAddr, trusted: impl Fn(IpAddr) -> bool) -> IpAddr {
-    let mut client = peer;
-    for value in headers.get_all("x-forwarded-for").iter().rev() {
-        for entry in value.as_bytes().rsplit(|&b| b == b',') {
-            let Some(ip) = parse_forwarded_ip(entry) else {
-                return client;
-            };
-            client = ip;
-            if !trusted(ip) {
-                return client;
-            }
-        }
-    }
-    client
-}
-
-/// One `X-Forwarded-For` entry: an IP, or an IP with a port (`1.2.3.4:5678`,
-/// `[2001:db8::1]:5678`) as some load balancers write.
-fn parse_forwarded_ip(entry: &[u8]) -> Option<IpAddr> {
-    let entry = std::str::from_utf8(entry).ok()?.trim();
-    let ip = match entry.parse::<IpAddr>() {
-        Ok(ip) => ip,
-        Err(_) => entry.parse::<SocketAddr>().ok()?.ip(),
-    };
-    Some(ip.to_canonical())
-}
-
-/// The scheme the nearest trusted proxy reports: the last `X-Forwarded-Proto` entry,
-/// since a proxy that appends rather than replaces puts its own value at the end.
-fn forwarded_https(headers: &HeaderMap) -> Option<bool> {
-    let value = headers.get_all("x-forwarded-proto").iter().next_back()?;
-    let last = value.as_bytes().rsplit(|&b| b == b',').next()?;
-    let last = last.trim_ascii();
-    if last.eq_ignore_ascii_case(b"https") {
-        Some(true)
-    } else if last.eq_ignore_ascii_case(b"http") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// Formats integers without allocating.
-struct NumBuf([u8; 20]);
-
-impl NumBuf {
-    fn new() -> Self {
-        Self([0; 20])
-    }
-
-    fn format(&mut self, mut n: u64) -> &[u8] {
-        let mut start = self.0.len();
-        loop {
-            start -= 1;
-            self.0[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return &self.0[start..];
-            }
-        }
-    }
-}
-
-/// Formats IP addresses without allocating. 45 bytes hold the longest IPv6 text form.
-struct AddrBuf {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl AddrBuf {
-    fn new() -> Self {
-        Self {
-            buf: [0; 48],
-            len: 0,
-        }
-    }
-
-    fn format(&mut self, ip: IpAddr) -> &[u8] {
-        self.len = 0;
-        match ip {
-            IpAddr::V4(v4) => self.format_v4(v4),
-            // `Display` for `Ipv6Addr` writes straight into the formatter; the buffer
-            // always has room, so the result is never an error.
-            IpAddr::V6(v6) => {
-                let _ = write!(self, "{v6}");
-            }
-        }
-        &self.buf[..self.len]
-    }
-
-    /// The hot case, by hand: cheaper than going through `fmt`.
-    fn format_v4(&mut self, ip: Ipv4Addr) {
-        let mut num = NumBuf::new();
-        for (i, octet) in ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                self.buf[self.len] = b'.';
-                self.len += 1;
-            }
-            let digits = num.format(octet.into());
-            self.buf[self.len..self.len + digits.len()].copy_from_slice(digits);
-            self.len += digits.len();
-        }
-    }
-}
-
-impl std::fmt::Write for AddrBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-/// Builds a value from pieces: on the stack when it fits, else in a heap buffer kept for
-/// the rest of the request.
-struct JoinBuf {
-    stack: [u8; 512],
-    heap: Vec<u8>,
-}
-
-impl JoinBuf {
-    fn new() -> Self {
-        Self {
-            stack: [0; 512],
-            heap: Vec::new(),
-        }
-    }
-
-    fn concat(&mut self, a: &[u8], b: &[u8]) -> &[u8] {
-        let len = a.len() + b.len();
-        if len <= self.stack.len() {
-            self.stack[..a.len()].copy_from_slice(a);
-            self.stack[a.len()..len].copy_from_slice(b);
-            &self.stack[..len]
-        } else {
-            self.heap.clear();
-            self.heap.extend_from_slice(a);
-            self.heap.extend_from_slice(b);
-            &self.heap
-        }
-    }
-
-    fn join_values<'v>(
-        &mut self,
-        values: impl Iterator<Item = &'v [u8]>,
-        separator: &[u8],
-    ) -> &[u8] {
-        // Repeated headers are rare and can be long (cookies): always the heap.
-        self.heap.clear();
-        for (i, value) in values.enumerate() {
-            if i > 0 {
-                self.heap.extend_from_slice(separator);
-            }
-            self.heap.extend_from_slice(value);
-        }
-        &self.heap
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
+    use http::header::{self, HeaderName};
+    use http::request::Parts;
+    use ipnet::IpNet;
+    use std::net::SocketAddr;
+
     use super::*;
     use crate::config::TenantConfig;
+    use crate::peer::{ConnInfo, Peer};
+    use crate::tenant::Tenant;
 
     fn tenant(params: &[(&str, &str)]) -> Tenant {
         let config = TenantConfig {
@@ -578,25 +292,29 @@ mod tests {
     }
 
     impl Case {
-        fn build(&self) -> Result<Params, ParamsBuildError> {
-            let ctx = CgiContext {
+        fn request(&self) -> CgiRequest<'_> {
+            let conn = ConnInfo {
+                remote: self.remote,
+                local: "10.0.0.5:8080".parse().unwrap(),
+                tls: self.tls,
+            };
+            CgiRequest {
                 tenant: &self.tenant,
                 parts: &self.parts,
                 authority: self.authority,
                 server_name: self.authority.split(':').next().unwrap(),
-                script: ScriptVars {
-                    script_name: self.script_name,
-                    path_info: self.path_info,
-                    document_root: "/var/www/html",
-                },
-                remote: self.remote,
-                local: "10.0.0.5:8080".parse().unwrap(),
-                tls: self.tls,
-                trusted_proxies: &self.trusted,
+                script_name: self.script_name,
+                path_info: self.path_info,
+                document_root: "/var/www/html",
+                peer: Peer::resolve(&conn, &self.parts.headers, self.authority, &self.trusted),
                 content_length: self.content_length,
-            };
-            let mut params = Params::with_capacity(params_capacity(&ctx));
-            build_params(&ctx, &mut params)?;
+            }
+        }
+
+        fn build(&self) -> Result<Params, ParamsBuildError> {
+            let req = self.request();
+            let mut params = Params::with_capacity(params_capacity(&req));
+            build_params(&req, &mut params)?;
             Ok(params)
         }
 
@@ -1025,44 +743,12 @@ mod tests {
                 .header("authorization", "Bearer sekrit")
                 .header("cookie", "MoodleSession=sekrit"),
         );
-        let ctx = CgiContext {
-            tenant: &c.tenant,
-            parts: &c.parts,
-            authority: "a.example",
-            server_name: "a.example",
-            script: ScriptVars {
-                script_name: "/index.php",
-                path_info: None,
-                document_root: "/var/www/html",
-            },
-            remote: c.remote,
-            local: c.remote,
-            tls: false,
-            trusted_proxies: &[],
-            content_length: None,
-        };
+        let ctx = c.request();
         let shown = format!("{ctx:?}");
         assert!(
             !shown.contains("sekrit") && !shown.contains("hunter2"),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn number_and_address_buffers_format_edge_values() {
-        let mut n = NumBuf::new();
-        assert_eq!(n.format(0), b"0");
-        assert_eq!(n.format(u64::MAX), u64::MAX.to_string().as_bytes());
-        let mut a = AddrBuf::new();
-        assert_eq!(
-            a.format("255.255.255.255".parse().unwrap()),
-            b"255.255.255.255"
-        );
-        assert_eq!(a.format("0.0.0.0".parse().unwrap()), b"0.0.0.0");
-        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-            .parse()
-            .unwrap();
-        assert_eq!(a.format(longest), longest.to_string().as_bytes());
     }
 
     /// `cargo test --release -p gateway --lib build_params_speed -- --ignored --nocapture`
@@ -1096,30 +782,16 @@ mod tests {
         }
         let mut c = case(request);
         c.script_name = "/course/view.php";
-        let ctx = CgiContext {
-            tenant: &c.tenant,
-            parts: &c.parts,
-            authority: "a.example",
-            server_name: "a.example",
-            script: ScriptVars {
-                script_name: c.script_name,
-                path_info: None,
-                document_root: "/var/www/html",
-            },
-            remote: c.remote,
-            local: "10.0.0.5:8080".parse().unwrap(),
-            tls: true,
-            trusted_proxies: &[],
-            content_length: None,
-        };
+        c.tls = true;
+        let ctx = c.request();
         let bare = http::Request::get("/course/view.php?id=42&section=3")
             .body(())
             .unwrap()
             .into_parts()
             .0;
-        let bare_ctx = CgiContext {
+        let bare_ctx = CgiRequest {
             parts: &bare,
-            ..ctx
+            ..c.request()
         };
         for (label, ctx) in [("12 headers", &ctx), ("no headers", &bare_ctx)] {
             let mut params = Params::with_capacity(params_capacity(ctx));

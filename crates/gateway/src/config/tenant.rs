@@ -16,31 +16,9 @@ use super::error::{ConfigError, ConfigErrorKind, KeySegment};
 
 /// CGI variables the gateway derives from each request. A tenant param with one of these
 /// names would silently replace the request's own value (tenant params are sent last and
-/// PHP-FPM keeps the last value), so such names are rejected at load time.
-pub const RESERVED_PARAM_NAMES: &[&str] = &[
-    "REQUEST_METHOD",
-    "SCRIPT_FILENAME",
-    "SCRIPT_NAME",
-    "REQUEST_URI",
-    "DOCUMENT_URI",
-    "DOCUMENT_ROOT",
-    "QUERY_STRING",
-    "CONTENT_TYPE",
-    "CONTENT_LENGTH",
-    "SERVER_PROTOCOL",
-    "GATEWAY_INTERFACE",
-    "SERVER_SOFTWARE",
-    "REMOTE_ADDR",
-    "REMOTE_PORT",
-    "SERVER_ADDR",
-    "SERVER_PORT",
-    "SERVER_NAME",
-    "REQUEST_SCHEME",
-    "HTTPS",
-    "REDIRECT_STATUS",
-    "PATH_INFO",
-    "PATH_TRANSLATED",
-];
+/// PHP-FPM keeps the last value), so such names are rejected at load time. The list is
+/// the one the CGI mapping inserts from (`cgi::params::CGI_VARIABLES`).
+pub const RESERVED_PARAM_NAMES: &[&str] = crate::cgi::params::CGI_VARIABLES;
 
 /// One tenant's settings as written: a `[tenants.NAME]` table, the admin API's `PUT`
 /// body, or the CLI's `tenants add` arguments. Nothing is checked yet:

@@ -1,4 +1,5 @@
-//! Which script (or static file) a request path maps to: nginx's
+//! The path half of routing (route → **static file or CGI mapping**): which script, static
+//! file or redirect a request path maps to, looked up on disk. It is nginx's
 //! `try_files $uri $uri/ /index.php?$args` plus `fastcgi_split_path_info`, with the
 //! path-safety checks done before anything touches the disk.
 //!
@@ -20,9 +21,13 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use crate::request_path::{
+    ends_with_php, is_php_source, percent_encode_path, BadPath, Parsed, RequestPath,
+};
+
 /// Where a request path leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
+pub(crate) enum Resolution {
     /// Serve this file as is.
     Static {
         /// The file, under the root.
@@ -53,10 +58,10 @@ pub enum Resolution {
 
 /// A path that cannot be resolved.
 #[derive(Debug, thiserror::Error)]
-pub enum ScriptError {
+pub(crate) enum ResolveError {
     /// The path is malformed or hostile (answer 400).
-    #[error("bad request path: {0}")]
-    BadRequest(&'static str),
+    #[error(transparent)]
+    BadPath(#[from] BadPath),
     /// The filesystem failed in an unexpected way (answer 500).
     #[error("cannot resolve the request path: {0}")]
     Io(#[from] io::Error),
@@ -67,7 +72,11 @@ pub enum ScriptError {
 /// `root` is the document root on this machine; `index` the directory index and front
 /// controller (`index.php`). The root is looked up afresh on each call, never cached, so
 /// a deploy that swaps a `current -> releases/N` symlink is followed immediately.
-pub fn resolve(root: &Path, index: &str, raw_path: &str) -> Result<Resolution, ScriptError> {
+pub(crate) fn resolve(
+    root: &Path,
+    index: &str,
+    raw_path: &str,
+) -> Result<Resolution, ResolveError> {
     let path = match RequestPath::parse(raw_path)? {
         Parsed::Path(path) => path,
         Parsed::Forbidden => return Ok(Resolution::Forbidden),
@@ -84,151 +93,6 @@ pub fn resolve(root: &Path, index: &str, raw_path: &str) -> Result<Resolution, S
         fs::metadata(root)?;
     }
     resolution
-}
-
-/// A decoded, normalised request path: no empty, `.` or `..` segments.
-struct RequestPath {
-    /// `/name/name...`, each name a segment; empty for the root. The prefixes the
-    /// resolver needs (script name, file system path) are slices of it, so parsing
-    /// allocates this one buffer.
-    path: String,
-    /// Where the first segment ending in `.php` ends in `path`: the one split point
-    /// between a script and its `PATH_INFO`.
-    php_end: Option<usize>,
-    /// Whether the path named a directory (`/dir/`, or ended in `/.` or `/..`).
-    trailing_slash: bool,
-    /// Starts with `/.well-known/`, the one dot directory served (static files only).
-    well_known: bool,
-}
-
-enum Parsed {
-    Path(RequestPath),
-    Forbidden,
-}
-
-impl RequestPath {
-    fn parse(raw: &str) -> Result<Parsed, ScriptError> {
-        if !raw.starts_with('/') {
-            return Err(ScriptError::BadRequest("the path does not start with '/'"));
-        }
-        let mut decoded = percent_decode(raw.as_bytes())?;
-        // A decoded control byte is how CVE-2019-11043 (%0a) broke PHP-FPM's path
-        // splitting; a backslash is a separator on some filesystems and to some PHP code.
-        if decoded.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'\\') {
-            return Err(ScriptError::BadRequest(
-                "the path contains a control character or a backslash",
-            ));
-        }
-        // The whole path, before `..` may drop a part of it.
-        if std::str::from_utf8(&decoded).is_err() {
-            return Err(ScriptError::BadRequest("the path is not valid UTF-8"));
-        }
-        // `%2f` was decoded above, so it separates segments like `/` does: it cannot
-        // hide a `..` from this walk.
-        let trailing_slash = normalize(&mut decoded)?;
-        // Cut at `/` only, so still UTF-8.
-        let path = String::from_utf8(decoded)
-            .map_err(|_| ScriptError::BadRequest("the path is not valid UTF-8"))?;
-        let mut well_known = false;
-        let mut php_end = None;
-        let mut end = 0;
-        for (position, segment) in segments(&path).enumerate() {
-            end += 1 + segment.len();
-            if segment.starts_with('.') {
-                if position == 0 && segment == ".well-known" {
-                    well_known = true;
-                } else {
-                    return Ok(Parsed::Forbidden);
-                }
-            }
-            if php_end.is_none() && ends_with_php(segment) {
-                php_end = Some(end);
-            }
-        }
-        Ok(Parsed::Path(RequestPath {
-            path,
-            php_end,
-            trailing_slash,
-            well_known,
-        }))
-    }
-
-    /// The last segment (empty for the root).
-    fn last_segment(&self) -> &str {
-        self.path.rsplit('/').next().unwrap_or("")
-    }
-
-    /// `/` + the segments that end at byte `end` of the path.
-    fn url_prefix(&self, end: usize) -> String {
-        match &self.path[..end] {
-            "" => "/".to_owned(),
-            prefix => prefix.to_owned(),
-        }
-    }
-
-    /// The path from byte `end` on, with the trailing slash kept; `None` when nothing
-    /// follows.
-    fn rest_after(&self, end: usize) -> Option<String> {
-        let rest = &self.path[end..];
-        let slash = if self.trailing_slash { "/" } else { "" };
-        (!rest.is_empty() || self.trailing_slash).then(|| [rest, slash].concat())
-    }
-
-    /// The segments that end at byte `end` of the path, as a path below the root.
-    fn fs_path(&self, root: &Path, end: usize) -> PathBuf {
-        use std::os::unix::ffi::{OsStrExt, OsStringExt};
-        let prefix = &self.path[..end];
-        if prefix.is_empty() {
-            return root.to_path_buf();
-        }
-        let root = root.as_os_str().as_bytes();
-        let root = root.strip_suffix(b"/").unwrap_or(root);
-        let mut bytes = Vec::with_capacity(root.len() + prefix.len());
-        bytes.extend_from_slice(root);
-        bytes.extend_from_slice(prefix.as_bytes());
-        PathBuf::from(std::ffi::OsString::from_vec(bytes))
-    }
-}
-
-/// The segments of a normalised path (`/a/b`: `a`, `b`; empty: none).
-fn segments(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').skip(1)
-}
-
-/// Normalises a decoded path that starts with `/`, in place, to `/name/name...` without
-/// empty, `.` or `..` names (empty for the root). Returns whether the path named a
-/// directory (ended in `/`, `/.` or `/..`).
-fn normalize(path: &mut Vec<u8>) -> Result<bool, ScriptError> {
-    let len = path.len();
-    // `path[..kept]` is the normalised path so far; it never overtakes the reading.
-    let mut kept = 0;
-    let mut trailing_slash = false;
-    let mut at = 0; // at a `/`
-    while at < len {
-        let start = at + 1;
-        let end = path[start..]
-            .iter()
-            .position(|&b| b == b'/')
-            .map_or(len, |p| start + p);
-        match &path[start..end] {
-            b"" | b"." => trailing_slash = true,
-            b".." => {
-                trailing_slash = true;
-                if kept == 0 {
-                    return Err(ScriptError::BadRequest("the path climbs above the root"));
-                }
-                kept = path[..kept].iter().rposition(|&b| b == b'/').unwrap_or(0);
-            }
-            _ => {
-                trailing_slash = false;
-                path.copy_within(at..end, kept);
-                kept += end - at;
-            }
-        }
-        at = end;
-    }
-    path.truncate(kept);
-    Ok(trailing_slash)
 }
 
 /// What is at a path, following symlinks.
@@ -254,7 +118,7 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    fn resolve(&self, path: &RequestPath) -> Result<Resolution, ScriptError> {
+    fn resolve(&self, path: &RequestPath) -> Result<Resolution, ResolveError> {
         let whole = path.path.len(); // where the last segment ends
 
         // Only the first `.php` segment is a split point, and only a regular file there
@@ -331,7 +195,7 @@ impl Resolver<'_> {
         script_name: String,
         (script_path, leaf): (PathBuf, Leaf),
         path_info: impl FnOnce() -> Option<String>,
-    ) -> Result<Resolution, ScriptError> {
+    ) -> Result<Resolution, ResolveError> {
         if in_well_known || !self.inside_root(&script_path, leaf)? {
             return Ok(Resolution::Forbidden);
         }
@@ -342,7 +206,7 @@ impl Resolver<'_> {
         })
     }
 
-    fn front_controller(&self) -> Result<Resolution, ScriptError> {
+    fn front_controller(&self) -> Result<Resolution, ResolveError> {
         let script_path = self.root.join(self.index);
         let (entry, leaf) = self.entry(&script_path)?;
         match entry {
@@ -364,7 +228,7 @@ impl Resolver<'_> {
     /// Only a symlink costs a stat(2) as well. An lstat(2) error is the stat(2) error:
     /// the two differ only in following the last name, which a failed lookup never
     /// reaches.
-    fn entry(&self, path: &Path) -> Result<(Entry, Leaf), ScriptError> {
+    fn entry(&self, path: &Path) -> Result<(Entry, Leaf), ResolveError> {
         let (meta, leaf) = match fs::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_symlink() => (Ok(meta), Leaf::Plain),
             Ok(_) => (fs::metadata(path), Leaf::Unknown),
@@ -382,7 +246,7 @@ impl Resolver<'_> {
 
     /// Whether `path`, with every symlink followed, is still under the root. `leaf` says
     /// whether its last name is already known not to be a symlink.
-    fn inside_root(&self, path: &Path, leaf: Leaf) -> Result<bool, ScriptError> {
+    fn inside_root(&self, path: &Path, leaf: Leaf) -> Result<bool, ResolveError> {
         if self.no_symlink_below_root(path, leaf) {
             return Ok(true);
         }
@@ -459,7 +323,7 @@ impl Resolver<'_> {
 
 /// Sorts filesystem errors into "not there" (fall through), "not allowed" (403) and
 /// genuine failures.
-fn classify(err: io::Error) -> Result<Entry, ScriptError> {
+fn classify(err: io::Error) -> Result<Entry, ResolveError> {
     match err.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Ok(Entry::Absent),
         io::ErrorKind::PermissionDenied => Ok(Entry::Denied),
@@ -468,88 +332,8 @@ fn classify(err: io::Error) -> Result<Entry, ScriptError> {
         _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => Ok(Entry::Absent),
         // A symlink loop is a broken link someone made on purpose or by mistake.
         _ if err.raw_os_error() == Some(libc::ELOOP) => Ok(Entry::Denied),
-        _ => Err(ScriptError::Io(err)),
+        _ => Err(ResolveError::Io(err)),
     }
-}
-
-/// `.php` at the end of a segment, ASCII case-insensitively (`X.PHP` runs as PHP rather
-/// than being served as source). A bare `.php` never gets here: dot segments are
-/// refused first.
-fn ends_with_php(segment: &str) -> bool {
-    let bytes = segment.as_bytes();
-    bytes.len() > 4 && bytes[bytes.len() - 4..].eq_ignore_ascii_case(b".php")
-}
-
-/// Other extensions PHP may be configured to run (and `.inc`, the classic name for
-/// included PHP): their source is never served, since it usually holds credentials or
-/// logic the site did not mean to publish.
-fn is_php_source(name: &str) -> bool {
-    let Some((_, ext)) = name.rsplit_once('.') else {
-        return false;
-    };
-    let ext = ext.as_bytes();
-    ["phtml", "pht", "phar", "phps", "inc"]
-        .iter()
-        .any(|source| ext.eq_ignore_ascii_case(source.as_bytes()))
-        || (ext.len() == 4 && ext[..3].eq_ignore_ascii_case(b"php") && ext[3].is_ascii_digit())
-}
-
-fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, ScriptError> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut bytes = raw.iter();
-    while let Some(&b) = bytes.next() {
-        if b != b'%' {
-            out.push(b);
-            continue;
-        }
-        let hex = |b: Option<&u8>| match b {
-            Some(b) => (*b as char).to_digit(16),
-            None => None,
-        };
-        match (hex(bytes.next()), hex(bytes.next())) {
-            (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
-            _ => return Err(ScriptError::BadRequest("malformed percent-encoding")),
-        }
-    }
-    Ok(out)
-}
-
-/// Percent-encodes a decoded path for a `Location` header: keeps `/` and the characters
-/// RFC 3986 allows unescaped in a path segment, encodes everything else.
-fn percent_encode_path(path: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(path.len());
-    for &b in path.as_bytes() {
-        let keep = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'/' | b'-'
-                    | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'@'
-            );
-        if keep {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0xf) as usize] as char);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -637,7 +421,7 @@ mod tests {
     }
 
     impl Fixture {
-        fn resolve(&self, raw: &str) -> Result<Resolution, ScriptError> {
+        fn resolve(&self, raw: &str) -> Result<Resolution, ResolveError> {
             resolve(&self.root, "index.php", raw)
         }
 
@@ -654,8 +438,8 @@ mod tests {
         }
     }
 
-    fn is_bad_request(result: Result<Resolution, ScriptError>) -> bool {
-        matches!(result, Err(ScriptError::BadRequest(_)))
+    fn is_bad_request(result: Result<Resolution, ResolveError>) -> bool {
+        matches!(result, Err(ResolveError::BadPath(_)))
     }
 
     #[test]
@@ -914,57 +698,5 @@ mod tests {
                 path_info: None,
             }
         );
-    }
-
-    /// The segment-stack walk `normalize` replaces: segments as owned strings.
-    fn normalize_by_stack(path: &str) -> Option<(Vec<String>, bool)> {
-        let mut segments: Vec<String> = Vec::new();
-        let mut trailing_slash = false;
-        for segment in path.split('/') {
-            trailing_slash = matches!(segment, "" | "." | "..");
-            match segment {
-                "" | "." => {}
-                ".." => {
-                    segments.pop()?;
-                }
-                _ => segments.push(segment.to_owned()),
-            }
-        }
-        Some((segments, trailing_slash))
-    }
-
-    #[test]
-    fn normalising_in_place_agrees_with_a_segment_stack() {
-        let names = ["", ".", "..", "a", "b.php", "..c", "é"];
-        let mut paths = vec![String::new()];
-        for _ in 0..4 {
-            let longer: Vec<String> = paths
-                .iter()
-                .flat_map(|p| names.iter().map(move |n| format!("{p}/{n}")))
-                .collect();
-            paths.extend(longer);
-        }
-        paths.retain(|p| !p.is_empty());
-        assert!(paths.len() > 2000);
-        for raw in &paths {
-            let mut bytes = raw.clone().into_bytes();
-            let ours = normalize(&mut bytes).ok().map(|trailing| {
-                let path = String::from_utf8(bytes).unwrap();
-                (
-                    segments(&path).map(str::to_owned).collect::<Vec<_>>(),
-                    trailing,
-                )
-            });
-            assert_eq!(ours, normalize_by_stack(raw), "{raw:?}");
-        }
-    }
-
-    #[test]
-    fn percent_encoding_round_trips_reserved_bytes() {
-        assert_eq!(
-            percent_encode_path("/a b/c?d#e%f/é"),
-            "/a%20b/c%3Fd%23e%25f/%C3%A9"
-        );
-        assert_eq!(percent_decode(b"/a%20b%2F").unwrap(), b"/a b/");
     }
 }

@@ -1,0 +1,109 @@
+//! Response mapping, the last step (FastCGI → **response mapping** → client): PHP-FPM's
+//! CGI answer becomes an HTTP response without its hop-by-hop headers, and every
+//! response (PHP's, a static file, a redirect, an error page) gets its final headers and
+//! the request's record before it goes to the client.
+//!
+//! Whether the client gets a body is decided here, once, for every kind of answer (HEAD,
+//! 1xx, 204, 304): [`GatewayBody::with_record`] then reads a bodiless PHP answer on to its
+//! END_REQUEST so the connection is reused.
+
+use http::header::{self, HeaderName};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::access::RequestRecord;
+use crate::body::GatewayBody;
+
+/// Headers that describe one hop and never pass through a gateway.
+const HOP_BY_HOP: [HeaderName; 5] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+];
+
+/// PHP-FPM's response as HTTP: its status and headers, less the hop-by-hop ones, and its
+/// body as it streams.
+pub(crate) fn from_fastcgi(response: fcgi_core::Response) -> Response<GatewayBody> {
+    let (status, mut headers, body) = response.into_parts();
+    // PHP rarely sends any of them: one pass over its few headers is cheaper than hashing
+    // each name for a removal that finds nothing.
+    if headers.keys().any(is_hop_by_hop) {
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        headers.remove("keep-alive");
+        headers.remove("proxy-connection");
+    }
+    let mut response = Response::new(GatewayBody::fastcgi(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Whether a response header describes one hop only and must not be passed on.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
+}
+
+/// The response as it goes to the client: our headers, and the request's record riding
+/// on the body so the access log and usage are written when it is really finished. `head`
+/// says the request was a HEAD.
+pub(crate) fn finish(
+    mut response: Response<GatewayBody>,
+    mut record: Box<RequestRecord>,
+    head: bool,
+) -> Response<GatewayBody> {
+    finish_headers(&mut response);
+    record.status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bodiless = is_bodiless(head, parts.status);
+    Response::from_parts(parts, body.with_record(record, content_length, bodiless))
+}
+
+/// Whether the client gets no body whatever the answer holds: a HEAD, or a status that
+/// has none (1xx, 204, 304).
+fn is_bodiless(head: bool, status: StatusCode) -> bool {
+    head || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Headers every response gets: our `Server`, and no `X-Powered-By`.
+fn finish_headers(response: &mut Response<GatewayBody>) {
+    let headers = response.headers_mut();
+    // A scan of the few headers is cheaper than parsing and hashing the name to remove
+    // it, and the header is usually absent (`expose_php = Off`).
+    if headers.keys().any(|name| name == "x-powered-by") {
+        headers.remove("x-powered-by");
+    }
+    headers.insert(header::SERVER, HeaderValue::from_static("fcgi-gateway"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_recognised_and_others_pass() {
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+            "trailer",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-type", "set-cookie", "x-keep-alive", "location"] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+}
