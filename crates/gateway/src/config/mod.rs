@@ -200,10 +200,10 @@ fn check_tenants(
     tenants: BTreeMap<String, TenantSettings>,
 ) -> Result<BTreeMap<String, TenantConfig>, ConfigError> {
     let host_count = tenants.values().map(|t| t.hosts.len()).sum();
-    let mut valid = BTreeMap::new();
-    // Normalised hosts keep the `*.` of a wildcard, so exact hosts and wildcard suffixes
-    // do not collide: `a.example` and `*.a.example` are different keys.
-    let mut owners: HashMap<String, String> = HashMap::with_capacity(host_count);
+    let mut valid: Vec<(String, TenantConfig)> = Vec::with_capacity(tenants.len());
+    // Exact hosts and wildcard suffixes are separate namespaces: `a.example` and
+    // `*.a.example` do not collide. Each host maps to its tenant's index in `valid`.
+    let mut owners: HashMap<HostPattern, usize> = HashMap::with_capacity(host_count);
     for (name, settings) in tenants {
         let in_tenant = || {
             [
@@ -211,14 +211,14 @@ fn check_tenants(
                 KeySegment::Key(name.clone()),
             ]
         };
-        let tenant = settings
-            .validate(&name)
+        let (tenant, patterns) = settings
+            .validate_with_patterns(&name)
             .map_err(|err| err.within(in_tenant()))?;
-        for (index, host) in tenant.hosts.iter().enumerate() {
-            if let Some(first) = owners.get(host) {
+        for (index, pattern) in patterns.iter().enumerate() {
+            if let Some(&first) = owners.get(pattern) {
                 return Err(ConfigError::new(ConfigErrorKind::DuplicateHost {
-                    host: host.clone(),
-                    first: first.clone(),
+                    host: pattern.to_config_string(),
+                    first: valid[first].0.clone(),
                     second: name.clone(),
                 })
                 .for_tenant(&name)
@@ -227,12 +227,13 @@ fn check_tenants(
                     .chain([KeySegment::Key("hosts".into()), KeySegment::Index(index)])));
             }
         }
-        for host in &tenant.hosts {
-            owners.insert(host.clone(), name.clone());
+        for pattern in patterns {
+            owners.insert(pattern, valid.len());
         }
-        valid.insert(name, tenant);
+        valid.push((name, tenant));
     }
-    Ok(valid)
+    // In name order already: the sort inside `collect` finds nothing to move.
+    Ok(valid.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -248,6 +248,15 @@ impl TenantSettings {
     ///
     /// Errors name the tenant; their position is filled in when validating a whole file.
     pub fn validate(self, name: &str) -> Result<TenantConfig, ConfigError> {
+        self.validate_with_patterns(name).map(|(tenant, _)| tenant)
+    }
+
+    /// [`validate`](Self::validate), also handing out the parsed host patterns, so a
+    /// whole-file check for hosts claimed twice needs no copy of them.
+    pub(super) fn validate_with_patterns(
+        self,
+        name: &str,
+    ) -> Result<(TenantConfig, Vec<HostPattern>), ConfigError> {
         let fail = |kind: ConfigErrorKind, path: Vec<KeySegment>| {
             Err(ConfigError::new(kind).for_tenant(name).at(path))
         };
@@ -301,12 +310,13 @@ impl TenantSettings {
             .for_tenant(name)
             .at([KeySegment::Key("max_concurrency".into())]));
         }
-        Ok(TenantConfig {
+        let tenant = TenantConfig {
             hosts: patterns.iter().map(HostPattern::to_config_string).collect(),
             params: self.params,
             enabled: self.enabled,
             max_concurrency: self.max_concurrency,
-        })
+        };
+        Ok((tenant, patterns))
     }
 }
 
