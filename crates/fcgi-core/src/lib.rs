@@ -10,6 +10,8 @@
 //! - [`Pool`]: a bounded keep-alive pool with fair per-key queues, idle timeout, a
 //!   liveness check before reuse and one retry of idempotent requests on a fresh
 //!   connection when a kept one turns out dead (PHP-FPM recycled its worker).
+//! - `keepalive` (internal): the pool's logic, generic over what it pools: per-server
+//!   bounds, fair queues, idle reaper. [`Pool`] is it over [`Connection`]s.
 //! - [`Error`]: one opaque error with predicates (`is_connect`, `is_timeout`,
 //!   `is_protocol`, `is_overloaded`).
 //!
@@ -45,6 +47,7 @@
 
 pub mod client;
 mod error;
+mod keepalive;
 pub mod pool;
 pub mod proto;
 mod upstream;

@@ -14,7 +14,7 @@ use tokio_util::io::poll_read_buf;
 use super::stderr::StderrLines;
 use super::{ClientConfig, Request, Response, ResponseBody};
 use crate::error::{Error, Kind};
-use crate::pool::Lease;
+use crate::keepalive::{Lease, Poolable};
 use crate::proto::encoder::{
     encode_begin_request, encode_get_values, encode_params, encode_stream_chunk, encode_stream_end,
     params_encoded_len_bound,
@@ -44,10 +44,6 @@ pub struct Connection {
     /// Reused across requests so encoding a request does not allocate.
     write_buf: BytesMut,
     pub(crate) config: ClientConfig,
-    /// Requests completed on this connection; above zero it is a reused connection.
-    pub(crate) completed: u64,
-    /// When it last went idle, for the pool's idle timeout.
-    pub(crate) idle_since: Instant,
     /// The server closed its side; the connection can never be reused.
     pub(crate) eof: bool,
     /// When the current request started going out: the start of "time in PHP-FPM".
@@ -63,8 +59,6 @@ impl Connection {
             read_buf: BytesMut::with_capacity(8 * 1024),
             write_buf: BytesMut::with_capacity(4 * 1024),
             config,
-            completed: 0,
-            idle_since: Instant::now(),
             eof: false,
             sent_at: Instant::now(),
         })
@@ -295,7 +289,7 @@ async fn write_all(stream: &mut Stream, buf: &[u8], timeout: Duration) -> Result
 
 /// Sends the request on the lease's connection and reads up to the CGI head.
 pub(crate) async fn exchange<B>(
-    lease: &mut Lease,
+    lease: &mut Lease<Connection>,
     params: &crate::Params,
     body: B,
     stderr: &mut StderrLines,
@@ -304,7 +298,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let conn = lease.conn_mut();
+    let conn = lease.get_mut();
     conn.read_buf.clear();
     conn.sent_at = Instant::now();
     conn.write_request(params, body).await?;
@@ -339,13 +333,13 @@ where
 
 /// Wraps a lease whose request has its head into a response.
 pub(crate) fn into_response(
-    lease: Lease,
+    lease: Lease<Connection>,
     head: CgiHead,
     decoder: ResponseDecoder,
     stderr: StderrLines,
 ) -> Response {
     let mut lease = lease;
-    let sent_at = lease.conn_mut().sent_at;
+    let sent_at = lease.get_mut().sent_at;
     let body = ResponseBody::new(lease, decoder, stderr, sent_at);
     Response::new(head.status, head.headers, body)
 }
@@ -365,8 +359,9 @@ pub(crate) fn poll_read(
     result
 }
 
-/// Used by the pool to mark a connection idle.
-pub(crate) fn mark_idle(conn: &mut Connection) {
-    conn.completed += 1;
-    conn.idle_since = Instant::now();
+impl Poolable for Connection {
+    /// Kept open by both sides, the server has not closed it, and nothing is left unread.
+    fn is_clean(&self) -> bool {
+        self.config.keep_conn && !self.eof && self.read_buf.is_empty()
+    }
 }

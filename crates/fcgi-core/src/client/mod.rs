@@ -6,7 +6,6 @@ mod body;
 pub(crate) mod connection;
 pub(crate) mod stderr;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,8 +43,7 @@ impl Default for ClientConfig {
     }
 }
 
-/// The name of a fair queue in the pool (a tenant, typically).
-pub type QueueKey = Arc<str>;
+pub use crate::keepalive::QueueKey;
 
 /// A FastCGI request: params, a body, and how to queue it.
 ///
