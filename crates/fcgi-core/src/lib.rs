@@ -54,7 +54,9 @@ mod upstream;
 
 pub use client::{ClientConfig, Connection, QueueKey, Request, Response, ResponseBody, StderrSink};
 pub use error::Error;
-pub use pool::{Pool, PoolConfig, PoolStats};
+pub use pool::{
+    HealthConfig, InvalidPool, Ping, Pool, PoolConfig, PoolStats, ServerConfig, ServerStats,
+};
 pub use proto::params::{Params, ParamsError};
 pub use proto::record::{EndRequestBody, ProtocolStatus};
 pub use proto::ProtocolError;

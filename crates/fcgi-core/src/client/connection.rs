@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct Connection {
     pub(crate) stream: Stream,
+    /// The server it is connected to, named on each response it carries.
+    upstream: Arc<Upstream>,
     /// Bytes read and not yet decoded; body chunks are split off it without copying.
     pub(crate) read_buf: BytesMut,
     /// Reused across requests so encoding a request does not allocate.
@@ -53,9 +56,15 @@ pub struct Connection {
 impl Connection {
     /// Connects to `upstream`.
     pub async fn connect(upstream: &Upstream, config: ClientConfig) -> Result<Self, Error> {
+        Self::open(Arc::new(upstream.clone()), config).await
+    }
+
+    /// Connects to `upstream`, sharing its name with the pool that knows it.
+    pub(crate) async fn open(upstream: Arc<Upstream>, config: ClientConfig) -> Result<Self, Error> {
         let stream = upstream.connect(config.connect_timeout).await?;
         Ok(Self {
             stream,
+            upstream,
             read_buf: BytesMut::with_capacity(8 * 1024),
             write_buf: BytesMut::with_capacity(4 * 1024),
             config,
@@ -339,9 +348,10 @@ pub(crate) fn into_response(
     stderr: StderrLines,
 ) -> Response {
     let mut lease = lease;
-    let sent_at = lease.get_mut().sent_at;
+    let conn = lease.get_mut();
+    let (sent_at, upstream) = (conn.sent_at, conn.upstream.clone());
     let body = ResponseBody::new(lease, decoder, stderr, sent_at);
-    Response::new(head.status, head.headers, body)
+    Response::new(head.status, head.headers, body, upstream)
 }
 
 /// Polls a read into the connection's buffer (for the body stream).

@@ -6,6 +6,7 @@ mod body;
 pub(crate) mod connection;
 pub(crate) mod stderr;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ pub use stderr::StderrSink;
 
 use crate::proto::params::Params;
 use crate::proto::response::DEFAULT_MAX_HEAD_LEN;
+use crate::upstream::Upstream;
 
 /// Settings of one connection's exchanges.
 #[derive(Debug, Clone)]
@@ -139,15 +141,28 @@ pub struct Response {
     status: StatusCode,
     headers: HeaderMap,
     body: ResponseBody,
+    upstream: Arc<Upstream>,
 }
 
 impl Response {
-    pub(crate) fn new(status: StatusCode, headers: HeaderMap, body: ResponseBody) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: ResponseBody,
+        upstream: Arc<Upstream>,
+    ) -> Self {
         Self {
             status,
             headers,
             body,
+            upstream,
         }
+    }
+
+    /// The server that answered (for the access log): with several servers in a pool,
+    /// the one chosen, or the one a retry went to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
     /// From the CGI `Status:` header (302 for a bare `Location:`, else 200).

@@ -50,11 +50,26 @@ pub(crate) struct Settings {
 
 /// One server's occupancy, as [`Pool::server_stats`] reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))] // until the multi-server front reports them
 pub(crate) struct SlotStats {
     pub(crate) healthy: bool,
+    /// Slots counted against the bound: idle, leased and being opened.
     pub(crate) open: usize,
     pub(crate) idle: usize,
+    pub(crate) max: usize,
+    /// Values given back clean since the pool began: requests that completed.
+    pub(crate) completed: u64,
+}
+
+impl SlotStats {
+    /// Slots leased or being opened.
+    pub(crate) fn in_use(&self) -> usize {
+        self.open - self.idle
+    }
+
+    /// Whether a new request could take a slot of this server now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.idle > 0 || self.open < self.max
+    }
 }
 
 /// What a waiter is handed.
@@ -158,6 +173,7 @@ impl<T: Poolable> Recycle<T> for Shared<T> {
         let mut state = self.lock();
         state.queue.released(key);
         let s = &mut state.servers[server];
+        s.completed += u64::from(value.is_some());
         // A value of a server marked down meanwhile is not kept; it closes after the lock.
         let surplus = match value {
             Some(value) if s.healthy => {
@@ -278,7 +294,6 @@ impl<T: Poolable> Pool<T> {
     /// Marks `server` up or down. Down, it takes no new request and its idle values are
     /// closed (leased ones are not kept when they come back); when no server is left,
     /// every waiter fails at once. Up, waiters may be served by it at once.
-    #[cfg_attr(not(test), allow(dead_code))] // until the multi-server front marks servers
     pub(crate) fn set_healthy(&self, server: usize, healthy: bool) {
         let mut state = self.shared.lock();
         let Some(s) = state.servers.get_mut(server) else {
@@ -299,7 +314,6 @@ impl<T: Poolable> Pool<T> {
     }
 
     /// Each server's occupancy, in the order given to [`Pool::new`].
-    #[cfg_attr(not(test), allow(dead_code))] // until the multi-server front reports them
     pub(crate) fn server_stats(&self) -> Vec<SlotStats> {
         let state = self.shared.lock();
         state
@@ -309,6 +323,8 @@ impl<T: Poolable> Pool<T> {
                 healthy: s.healthy,
                 open: s.open,
                 idle: s.idle.len(),
+                max: s.limits.max_connections,
+                completed: s.completed,
             })
             .collect()
     }

@@ -16,6 +16,7 @@ pub struct ServerLimits {
     pub backup: bool,
 }
 
+#[cfg(test)]
 impl ServerLimits {
     /// A primary server of weight 1 holding at most `max_connections`.
     pub fn new(max_connections: usize) -> Self {
@@ -46,6 +47,8 @@ pub(super) struct Server<T> {
     pub(super) idle: Vec<Idle<T>>,
     /// Times chosen, to break ties between equally loaded servers by weight.
     pub(super) picked: u64,
+    /// Values given back clean: requests completed, which health checks count as passes.
+    pub(super) completed: u64,
 }
 
 impl<T> Server<T> {
@@ -56,6 +59,7 @@ impl<T> Server<T> {
             open: 0,
             idle: Vec::new(),
             picked: 0,
+            completed: 0,
         }
     }
 
