@@ -411,3 +411,89 @@ async fn a_backup_is_used_only_while_the_primary_is_down() {
     let response = pool.send(get("hello.php", "")).await.expect("served");
     assert_eq!(response.upstream(), &p, "back on the primary");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_busy_on_every_connection_is_not_probed_so_not_marked_down() {
+    // One worker each: a ping to a busy server would wait for that worker and time out.
+    let fpm_a = start_fpm(FpmConfig::new().workers(1));
+    let fpm_b = start_fpm(FpmConfig::new().workers(1));
+    let relay_a = CountingRelay::start(fpm_a.address().clone()).expect("relay starts");
+    let a = upstream(&relay_a.address());
+    let health = HealthConfig {
+        timeout: Duration::from_millis(150),
+        ..ping_health(100)
+    };
+    let pool = Pool::with_servers(
+        vec![server(&relay_a.address(), 1), server(fpm_b.address(), 1)],
+        PoolConfig::default(),
+        health,
+    )
+    .expect("a valid pool");
+    let checks_before = stats_of(&pool, &a).checks;
+    // Both servers busy for 1.5 s: ten rounds of checks or more meanwhile.
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { send_text(&pool, get("sleep.php", "ms=1500")).await })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(2), || pool.stats().open == 2).await);
+    // A ping sent just before the slot was taken has connected by now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let connections = relay_a.total_connections();
+    for task in busy {
+        let (status, _) = within(Duration::from_secs(10), "a slow request", task)
+            .await
+            .expect("no panic")
+            .expect("served");
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(
+        relay_a.total_connections(),
+        connections,
+        "A was probed while all its connections were busy"
+    );
+    let stats = stats_of(&pool, &a);
+    assert!(stats.healthy && stats.checks_failed == 0, "{stats:?}");
+    // The completed request counts as a passed check at the next round.
+    let passed = eventually(Duration::from_secs(2), || {
+        stats_of(&pool, &a).checks > checks_before
+    })
+    .await;
+    assert!(passed, "{:?}", pool.server_stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_timing_out_while_the_pool_has_idle_capacity_marks_the_server_down() {
+    let fpm_a = start_fpm(FpmConfig::new().workers(1));
+    let fpm_b = start_fpm(FpmConfig::new().workers(1));
+    let a = upstream(fpm_a.address());
+    let health = HealthConfig {
+        timeout: Duration::from_millis(150),
+        ..ping_health(100)
+    };
+    let pool = Pool::with_servers(
+        vec![server(fpm_a.address(), 1), server(fpm_b.address(), 1)],
+        PoolConfig::default(),
+        health.clone(),
+    )
+    .expect("a valid pool");
+    // A's only worker is taken by another client: this pool has a free slot for A, yet A
+    // cannot answer, which is what a hung server looks like.
+    let other = common::pool(fpm_a.address(), |_| {});
+    let hog = tokio::spawn(async move { send_text(&other, get("sleep.php", "ms=2500")).await });
+    let started = Instant::now();
+    let down = eventually(Duration::from_secs(2), || !stats_of(&pool, &a).healthy).await;
+    assert!(down, "A was never marked down: {:?}", pool.server_stats());
+    let took = started.elapsed();
+    let stats = stats_of(&pool, &a);
+    assert!(stats.checks_failed >= u64::from(health.fails), "{stats:?}");
+    assert_eq!(stats.failures, 0, "no request of this pool failed");
+    eprintln!("marked down {took:?} after the worker was taken");
+    within(Duration::from_secs(10), "the hog", hog)
+        .await
+        .expect("no panic")
+        .expect("served");
+    let up = eventually(Duration::from_secs(3), || stats_of(&pool, &a).healthy).await;
+    assert!(up, "A never came back once its worker was free");
+}
