@@ -115,6 +115,7 @@ impl Body for ResponseBody {
                     return Poll::Ready(None);
                 }
                 Ok(Some(Event::Head(_))) => {
+                    lease.fault();
                     this.lease.take();
                     let err =
                         ProtocolError::UnexpectedRecord(crate::proto::record::RecordType::Stdout);
@@ -156,6 +157,10 @@ impl Body for ResponseBody {
                     }
                 }
                 Err(err) => {
+                    // The server broke the protocol: that counts against it.
+                    if let Some(lease) = this.lease.as_mut() {
+                        lease.fault();
+                    }
                     this.lease.take();
                     return Poll::Ready(Some(Err(Error::protocol(err).started(true))));
                 }

@@ -16,8 +16,8 @@ pub(crate) trait Poolable: Send + 'static {
 /// Where a lease goes back to when it is dropped. The pool implements it.
 pub(crate) trait Recycle<T>: Send + Sync {
     /// Takes back the slot `key` held on `server`, with its value when that is fit for
-    /// reuse.
-    fn recycle(&self, key: &QueueKey, server: usize, value: Option<T>);
+    /// reuse; `faulted` when the server broke the protocol while the slot was held.
+    fn recycle(&self, key: &QueueKey, server: usize, value: Option<T>, faulted: bool);
 }
 
 /// The right to one slot of a pool, with the value on it.
@@ -36,6 +36,8 @@ pub(crate) struct Lease<T: Poolable> {
     reused: bool,
     /// Set by `finish`: the value goes back with the slot.
     reusable: bool,
+    /// Set by `fault`: the server broke the protocol on this slot.
+    faulted: bool,
 }
 
 impl<T: Poolable> fmt::Debug for Lease<T> {
@@ -64,6 +66,7 @@ impl<T: Poolable> Lease<T> {
             key,
             server,
             reusable: false,
+            faulted: false,
         }
     }
 
@@ -76,6 +79,7 @@ impl<T: Poolable> Lease<T> {
             server: 0,
             reused: false,
             reusable: false,
+            faulted: false,
         }
     }
 
@@ -109,6 +113,13 @@ impl<T: Poolable> Lease<T> {
         }
     }
 
+    /// The server broke the protocol on this slot: the pool counts it against the server
+    /// (and marks it down when the pool marks servers). The value is not kept.
+    pub(crate) fn fault(&mut self) {
+        self.faulted = true;
+        self.reusable = false;
+    }
+
     /// The user is done and the value ended cleanly: it may go back if it still is.
     pub(crate) fn finish(&mut self) {
         self.reusable = self.value.as_ref().is_some_and(T::is_clean);
@@ -125,6 +136,6 @@ impl<T: Poolable> Drop for Lease<T> {
         } else {
             None
         };
-        home.recycle(&self.key, self.server, value);
+        home.recycle(&self.key, self.server, value, self.faulted);
     }
 }

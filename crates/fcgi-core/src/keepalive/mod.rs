@@ -46,6 +46,9 @@ pub(crate) struct Settings {
     pub(crate) queue_timeout: Duration,
     /// Most callers waiting at once.
     pub(crate) max_queue: usize,
+    /// Whether a protocol fault on a slot marks its server down at once (with several
+    /// servers; a lone server has nowhere else to send requests).
+    pub(crate) mark_on_fault: bool,
 }
 
 /// One server's occupancy, as [`Pool::server_stats`] reports it.
@@ -58,6 +61,8 @@ pub(crate) struct SlotStats {
     pub(crate) max: usize,
     /// Values given back clean since the pool began: requests that completed.
     pub(crate) completed: u64,
+    /// Slots given back with a protocol fault since the pool began.
+    pub(crate) faults: u64,
 }
 
 impl SlotStats {
@@ -108,6 +113,25 @@ impl<T> State<T> {
             Grant::Slot(server) => self.servers[server].open -= 1,
             Grant::Down => {}
         }
+    }
+
+    /// Marks `server` up or down (see [`Pool::set_healthy`]); returns the idle values to
+    /// close once the lock is released.
+    fn mark(&mut self, server: usize, healthy: bool) -> Vec<Idle<T>> {
+        let Some(s) = self.servers.get_mut(server) else {
+            return Vec::new();
+        };
+        s.healthy = healthy;
+        let closed = if healthy {
+            Vec::new()
+        } else {
+            let closed = std::mem::take(&mut s.idle);
+            s.open -= closed.len();
+            closed
+        };
+        self.refresh_capacity();
+        self.dispatch();
+        closed
     }
 
     /// Sets the fair queue's capacity to the bounds of the servers in use: the healthy
@@ -169,11 +193,17 @@ impl<T> Shared<T> {
 }
 
 impl<T: Poolable> Recycle<T> for Shared<T> {
-    fn recycle(&self, key: &QueueKey, server: usize, value: Option<T>) {
+    fn recycle(&self, key: &QueueKey, server: usize, value: Option<T>, faulted: bool) {
         let mut state = self.lock();
         state.queue.released(key);
         let s = &mut state.servers[server];
         s.completed += u64::from(value.is_some());
+        s.faults += u64::from(faulted);
+        let mut closed = Vec::new();
+        if faulted && s.healthy && self.settings.mark_on_fault {
+            closed = state.mark(server, false);
+        }
+        let s = &mut state.servers[server];
         // A value of a server marked down meanwhile is not kept; it closes after the lock.
         let surplus = match value {
             Some(value) if s.healthy => {
@@ -191,6 +221,7 @@ impl<T: Poolable> Recycle<T> for Shared<T> {
         state.dispatch();
         drop(state);
         drop(surplus);
+        drop(closed);
     }
 }
 
@@ -296,19 +327,7 @@ impl<T: Poolable> Pool<T> {
     /// every waiter fails at once. Up, waiters may be served by it at once.
     pub(crate) fn set_healthy(&self, server: usize, healthy: bool) {
         let mut state = self.shared.lock();
-        let Some(s) = state.servers.get_mut(server) else {
-            return;
-        };
-        s.healthy = healthy;
-        let closed = if healthy {
-            Vec::new()
-        } else {
-            let closed = std::mem::take(&mut s.idle);
-            s.open -= closed.len();
-            closed
-        };
-        state.refresh_capacity();
-        state.dispatch();
+        let closed = state.mark(server, healthy);
         drop(state);
         drop(closed);
     }
@@ -325,6 +344,7 @@ impl<T: Poolable> Pool<T> {
                 idle: s.idle.len(),
                 max: s.limits.max_connections,
                 completed: s.completed,
+                faults: s.faults,
             })
             .collect()
     }

@@ -49,6 +49,8 @@ pub(super) struct Server<T> {
     pub(super) picked: u64,
     /// Values given back clean: requests completed, which health checks count as passes.
     pub(super) completed: u64,
+    /// Slots given back after the server broke the protocol on them.
+    pub(super) faults: u64,
 }
 
 impl<T> Server<T> {
@@ -60,6 +62,7 @@ impl<T> Server<T> {
             idle: Vec::new(),
             picked: 0,
             completed: 0,
+            faults: 0,
         }
     }
 

@@ -23,6 +23,7 @@ fn settings() -> Settings {
         idle_timeout: Duration::from_secs(10),
         queue_timeout: Duration::from_secs(5),
         max_queue: 16,
+        mark_on_fault: true,
     }
 }
 
@@ -276,4 +277,33 @@ async fn a_backup_serves_only_while_no_primary_is_healthy() {
     let lease = waiter.await.unwrap();
     assert_eq!(lease.server(), 1, "the waiter went to the backup");
     drop((primary, lease));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_protocol_fault_marks_its_server_down_when_the_pool_marks_servers() {
+    let pool = Pool::new(&[ServerLimits::new(1), ServerLimits::new(1)], settings());
+    let mut lease = take(&pool, "a", 1).await;
+    let server = lease.server();
+    lease.fault();
+    lease.finish();
+    drop(lease);
+    let stats = pool.server_stats();
+    assert!(
+        !stats[server].healthy && stats[server].faults == 1,
+        "{stats:?}"
+    );
+    assert_eq!(stats[server].open, 0, "a faulted value is not kept");
+
+    let lone = Pool::new(
+        &[ServerLimits::new(1)],
+        Settings {
+            mark_on_fault: false,
+            ..settings()
+        },
+    );
+    let mut lease = take(&lone, "a", 1).await;
+    lease.fault();
+    drop(lease);
+    let stats = lone.server_stats();
+    assert!(stats[0].healthy && stats[0].faults == 1, "{stats:?}");
 }

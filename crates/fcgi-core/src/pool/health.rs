@@ -44,6 +44,9 @@ pub(super) struct ServerHealth {
     down_at: Instant,
     /// The completed-requests count at the last check: more since then is a pass.
     completed_seen: u64,
+    /// The protocol-fault count at the last check (faults in a response body, which the
+    /// slots mark at once; here they restart the way back up).
+    faults_seen: u64,
     pub(super) failures: u64,
     pub(super) checks: u64,
     pub(super) checks_failed: u64,
@@ -57,6 +60,7 @@ impl ServerHealth {
             passes: 0,
             down_at: Instant::now(),
             completed_seen: 0,
+            faults_seen: 0,
             failures: 0,
             checks: 0,
             checks_failed: 0,
@@ -127,6 +131,12 @@ async fn check_all(shared: &Arc<Shared>) {
         for (index, (server, slot)) in health.iter_mut().zip(&slots).enumerate() {
             let completed = slot.completed - server.completed_seen;
             server.completed_seen = slot.completed;
+            if slot.faults > server.faults_seen && !slot.healthy && server.up {
+                server.up = false;
+                server.passes = 0;
+                server.down_at = Instant::now();
+            }
+            server.faults_seen = slot.faults;
             checks[index] = match &config.ping {
                 None if !server.up && server.down_at.elapsed() >= config.interval => {
                     // Left out for an interval: try it again (a lone pass brings it back).

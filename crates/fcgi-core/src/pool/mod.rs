@@ -158,6 +158,7 @@ impl Pool {
             idle_timeout: config.idle_timeout,
             queue_timeout: config.queue_timeout,
             max_queue: config.max_queue,
+            mark_on_fault: servers.len() > 1,
         };
         let limits: Vec<ServerLimits> = servers
             .iter()
@@ -238,7 +239,7 @@ impl Pool {
                 in_use: slot.in_use(),
                 idle: slot.idle,
                 max_connections: server.max_connections,
-                failures: health.failures,
+                failures: health.failures + slot.faults,
                 checks: health.checks,
                 checks_failed: health.checks_failed,
             })

@@ -46,8 +46,9 @@ pub struct Ping {
 
 /// How the servers of a pool are checked and marked down.
 ///
-/// Passive: with more than one server, a connect failure, a connection refused or reset
-/// before the response, or a FastCGI protocol error marks the server down at once.
+/// Passive: with more than one server, a connect failure, a fresh connection refused,
+/// reset or closed before the response, or a FastCGI protocol error (in the head or in the
+/// body) marks the server down at once.
 /// (A pool of one server is never marked down, as nginx does with a one-server upstream:
 /// there is nowhere else to go.)
 ///
