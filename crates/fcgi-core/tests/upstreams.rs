@@ -238,7 +238,9 @@ async fn a_dead_idle_server_is_marked_down_by_pings_alone_and_back_up_when_it_an
     let down = eventually(Duration::from_secs(5), || !stats_of(&pool, &a).healthy).await;
     assert!(down, "A was never marked down: {:?}", pool.server_stats());
     let took = killed.elapsed();
-    let bound = health.interval * (health.fails + 1);
+    // `fails` rounds, plus up to one round for the kill's phase against the checker's
+    // ticks, plus one more for scheduling on a loaded machine.
+    let bound = health.interval * (health.fails + 2);
     assert!(took <= bound, "marked down after {took:?}, bound {bound:?}");
     assert_eq!(stats_of(&pool, &a).failures, 0, "no request was sent to it");
 
