@@ -4,6 +4,7 @@
 #   2. cargo fmt --check
 #   3. cargo clippy on every crate and target, warnings are errors
 #   4. cargo test on the whole workspace
+#   5. the fuzz crate (its own workspace, on stable) builds against its committed Cargo.lock
 # Stops at the first failure. Extra arguments are passed to `cargo test`
 # (e.g. scripts/test.sh -- --nocapture).
 set -euo pipefail
@@ -29,5 +30,12 @@ cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
 
 step "cargo test"
 cargo test --workspace "${locked[@]}" "$@"
+
+# The fuzz crate is its own workspace with its own Cargo.lock; --locked fails when a
+# dependency change in fcgi-core left that lockfile stale (running a fuzzer would rewrite
+# it). `check` builds libFuzzer (C++) but needs no nightly; the shared target dir reuses
+# the workspace's artifacts.
+step "fuzz crate (cargo check --locked)"
+cargo check --locked --manifest-path crates/fcgi-core/fuzz/Cargo.toml --bins --target-dir target
 
 step "all checks passed"

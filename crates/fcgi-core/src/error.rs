@@ -19,6 +19,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// | [`is_connect`](Error::is_connect) | the connection could not be made (refused, unreachable, timed out) | 502 |
 /// | [`is_timeout`](Error::is_timeout) | connect, read or queue timeout | 504 |
 /// | [`is_protocol`](Error::is_protocol) | the server broke FastCGI or CGI | 502 |
+/// | [`is_all_down`](Error::is_all_down) | every server of the pool is marked down | 502 |
 pub struct Error {
     kind: Kind,
     source: Option<BoxError>,
@@ -39,6 +40,7 @@ pub(crate) enum Kind {
     Rejected(ProtocolStatus),
     QueueTimeout(Duration),
     QueueFull(usize),
+    AllDown,
     Body,
     Params,
 }
@@ -139,6 +141,12 @@ impl Error {
         matches!(self.kind, Kind::Body)
     }
 
+    /// Every server of the pool is marked down (health checks or passive failures), so the
+    /// request failed at once instead of waiting for one.
+    pub fn is_all_down(&self) -> bool {
+        matches!(self.kind, Kind::AllDown)
+    }
+
     /// A param did not fit one PARAMS record.
     pub fn is_params(&self) -> bool {
         matches!(self.kind, Kind::Params)
@@ -169,6 +177,7 @@ impl Error {
             Kind::Rejected(status) => format!("FastCGI server rejected the request: {status:?}"),
             Kind::QueueTimeout(t) => format!("no FastCGI connection free within {t:?}"),
             Kind::QueueFull(n) => format!("FastCGI connection queue is full ({n} waiting)"),
+            Kind::AllDown => "every FastCGI server of the pool is down".into(),
             Kind::Body => "reading the request body failed".into(),
             Kind::Params => "a FastCGI param is too large".into(),
         }
@@ -236,6 +245,8 @@ mod tests {
         );
         assert!(Error::new(Kind::Rejected(ProtocolStatus::CantMpxConn)).is_cant_mpx_conn());
         assert!(Error::new(Kind::Rejected(ProtocolStatus::UnknownRole)).is_unknown_role());
+        let down = Error::new(Kind::AllDown);
+        assert!(down.is_all_down() && !down.is_overloaded() && !down.is_timeout());
     }
 
     #[test]

@@ -9,9 +9,13 @@
 //!   head is parsed, its body a stream of `Bytes` ([`ResponseBody`]).
 //! - [`Pool`]: a bounded keep-alive pool with fair per-key queues, idle timeout, a
 //!   liveness check before reuse and one retry of idempotent requests on a fresh
-//!   connection when a kept one turns out dead (PHP-FPM recycled its worker).
+//!   connection when a kept one turns out dead (PHP-FPM recycled its worker). Over one
+//!   server ([`Pool::new`]) or several ([`Pool::with_servers`]: per-server bound, weight,
+//!   backup; health checks with PHP-FPM's `ping.path`; failover).
+//! - `keepalive` (internal): the pool's logic, generic over what it pools: per-server
+//!   bounds, fair queues, idle reaper. [`Pool`] is it over [`Connection`]s.
 //! - [`Error`]: one opaque error with predicates (`is_connect`, `is_timeout`,
-//!   `is_protocol`, `is_overloaded`).
+//!   `is_protocol`, `is_overloaded`, `is_all_down`).
 //!
 //! # Example: a pooled request
 //! ```no_run
@@ -39,19 +43,49 @@
 //! # }
 //! ```
 
+//!
+//! # Example: several servers
+//! ```no_run
+//! use std::time::Duration;
+//! use fcgi_core::{HealthConfig, Ping, Pool, PoolConfig, ServerConfig};
+//!
+//! # fn build() -> Result<Pool, Box<dyn std::error::Error>> {
+//! let mut heavy = ServerConfig::new("10.0.0.12:9000".parse()?, 16);
+//! heavy.weight = 2;
+//! let mut backup = ServerConfig::new("unix:/run/php/php8.2-fpm.sock".parse()?, 8);
+//! backup.backup = true;
+//! let servers = vec![ServerConfig::new("10.0.0.11:9000".parse()?, 16), heavy, backup];
+//! let health = HealthConfig {
+//!     // PHP-FPM's pool needs `ping.path = /fpm-ping` (its `ping.response` is `pong`).
+//!     ping: Some(Ping { path: "/fpm-ping".into(), response: "pong".into() }),
+//!     interval: Duration::from_secs(2),
+//!     timeout: Duration::from_secs(1),
+//!     fails: 2,
+//!     passes: 2,
+//! };
+//! // Inside a tokio runtime: the checks run in a background task.
+//! let pool = Pool::with_servers(servers, PoolConfig::default(), health)?;
+//! // `response.upstream()` names the server that answered; `pool.server_stats()` gives
+//! // each server's health, connections in use and idle, failures and checks.
+//! # Ok(pool)
+//! # }
+//! ```
 // No `unwrap`/`expect` outside tests: what comes from the network, a file or the
 // config fails with a typed error instead.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod client;
 mod error;
+mod keepalive;
 pub mod pool;
 pub mod proto;
 mod upstream;
 
 pub use client::{ClientConfig, Connection, QueueKey, Request, Response, ResponseBody, StderrSink};
 pub use error::Error;
-pub use pool::{Pool, PoolConfig, PoolStats};
+pub use pool::{
+    HealthConfig, InvalidPool, Ping, Pool, PoolConfig, PoolStats, ServerConfig, ServerStats,
+};
 pub use proto::params::{Params, ParamsError};
 pub use proto::record::{EndRequestBody, ProtocolStatus};
 pub use proto::ProtocolError;

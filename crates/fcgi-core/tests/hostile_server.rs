@@ -474,3 +474,85 @@ async fn a_request_with_a_body_is_never_replayed() {
         }
     }
 }
+
+/// A pool over a hostile server (first) and a good one, passive marking only.
+fn two_server_pool(hostile: &HostileServer, good: &HostileServer) -> Pool {
+    let config = PoolConfig {
+        client: fcgi_core::ClientConfig {
+            read_timeout: READ_TIMEOUT,
+            ..Default::default()
+        },
+        ..PoolConfig::default()
+    };
+    let health = fcgi_core::HealthConfig {
+        interval: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let servers = [&hostile.upstream, &good.upstream]
+        .map(|upstream| fcgi_core::ServerConfig::new(upstream.clone(), 2))
+        .to_vec();
+    Pool::with_servers(servers, config, health).expect("a valid pool")
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_the_answer_sends_a_get_to_the_next_server_and_marks_the_first_down(
+) {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hostile = HostileServer::start(|_, _| Answer::Close).await;
+    let good = HostileServer::start(|_, _| Answer::Good).await;
+    let pool = two_server_pool(&hostile, &good);
+    for _ in 0..3 {
+        let response = within(PROMPTLY, "a GET", pool.send(get("any.php", "")))
+            .await
+            .expect("served by the good server");
+        assert_eq!(response.upstream(), &good.upstream);
+        response.collect().await.expect("body");
+    }
+    let stats = pool.server_stats();
+    assert!(!stats[0].healthy && stats[0].failures == 1, "{stats:?}");
+    assert_eq!(
+        hostile.accepted(),
+        1,
+        "the failed server was left alone after"
+    );
+}
+
+#[tokio::test]
+async fn a_protocol_error_after_response_bytes_is_not_replayed_but_marks_the_server_down() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hostile = HostileServer::start(|_, _| Answer::Garbage).await;
+    let good = HostileServer::start(|_, _| Answer::Good).await;
+    let pool = two_server_pool(&hostile, &good);
+    let err = within(PROMPTLY, "a GET", async {
+        pool.send(get("any.php", "")).await?.collect().await
+    })
+    .await
+    .expect_err("garbage");
+    assert!(err.is_protocol() && err.response_started(), "{err:?}");
+    assert_eq!(good.accepted(), 0, "not replayed once response bytes came");
+    let stats = pool.server_stats();
+    assert!(!stats[0].healthy && stats[0].failures == 1, "{stats:?}");
+    let response = within(PROMPTLY, "a GET", pool.send(get("any.php", "")))
+        .await
+        .expect("served by the good server");
+    assert_eq!(response.upstream(), &good.upstream);
+}
+
+#[tokio::test]
+async fn a_post_whose_body_went_out_is_never_sent_to_the_next_server() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hostile = HostileServer::start(|_, _| Answer::Close).await;
+    let good = HostileServer::start(|_, _| Answer::Good).await;
+    let pool = two_server_pool(&hostile, &good);
+    let mut params = common::script_params("any.php", "");
+    params
+        .insert("REQUEST_METHOD", "POST")
+        .expect("small param");
+    params.insert("CONTENT_LENGTH", "5").expect("small param");
+    let request = Request::new(params).with_body(Full::new(Bytes::from("hello")));
+    let err = within(PROMPTLY, "a POST", pool.send(request))
+        .await
+        .expect_err("the server closed after taking the body");
+    assert!(err.is_io(), "{err:?}");
+    assert_eq!(good.accepted(), 0, "the POST was replayed");
+}

@@ -35,7 +35,7 @@ pub enum Listen {
 /// Configuration of a harness PHP-FPM instance: one `pm = static` pool.
 ///
 /// Defaults: TCP, 4 workers, no `pm.max_requests`, `pm.status_path =
-/// /fpm-status`, no `request_terminate_timeout`, `listen.backlog = 511`,
+/// /fpm-status`, `ping.path = /fpm-ping` answering `pong`, no `request_terminate_timeout`, `listen.backlog = 511`,
 /// `process_control_timeout = 10s`, `php_admin_value[output_buffering] = 0`,
 /// `catch_workers_output = yes`, `decorate_workers_output = no`,
 /// `clear_env = no`, 10 s readiness timeout.
@@ -45,6 +45,8 @@ pub struct FpmConfig {
     workers: u32,
     max_requests: Option<u32>,
     status_path: Option<String>,
+    /// `ping.path` and `ping.response`.
+    ping: Option<(String, String)>,
     request_terminate_timeout: Option<Duration>,
     listen_backlog: u32,
     process_control_timeout: Duration,
@@ -61,6 +63,7 @@ impl Default for FpmConfig {
             workers: 4,
             max_requests: None,
             status_path: Some("/fpm-status".to_owned()),
+            ping: Some(("/fpm-ping".to_owned(), "pong".to_owned())),
             request_terminate_timeout: None,
             listen_backlog: 511,
             process_control_timeout: Duration::from_secs(10),
@@ -106,6 +109,24 @@ impl FpmConfig {
     pub fn without_status_path(mut self) -> Self {
         self.status_path = None;
         self
+    }
+
+    /// Answer FastCGI requests for `path` with `response` (`ping.path`, `ping.response`),
+    /// as health checks expect.
+    pub fn ping(mut self, path: impl Into<String>, response: impl Into<String>) -> Self {
+        self.ping = Some((path.into(), response.into()));
+        self
+    }
+
+    /// Do not configure `ping.path`.
+    pub fn without_ping(mut self) -> Self {
+        self.ping = None;
+        self
+    }
+
+    /// Configured `ping.path` and `ping.response`, if any.
+    pub fn configured_ping(&self) -> Option<(&str, &str)> {
+        self.ping.as_ref().map(|(p, r)| (p.as_str(), r.as_str()))
     }
 
     /// Kill a worker whose request runs longer than this
@@ -187,7 +208,8 @@ impl FpmConfig {
             .php_admin_values
             .iter()
             .chain(&self.env)
-            .chain(&self.pool_directives);
+            .chain(&self.pool_directives)
+            .chain(&self.ping);
         for (key, value) in all_keys {
             if key.contains(['\n', '\r', ']', '=']) || value.contains(['\n', '\r']) {
                 return Err(HarnessError::InvalidConfig(format!(
@@ -235,6 +257,10 @@ impl FpmConfig {
         );
         if let Some(path) = &self.status_path {
             let _ = writeln!(conf, "pm.status_path = {path}");
+        }
+        if let Some((path, response)) = &self.ping {
+            let _ = writeln!(conf, "ping.path = {path}");
+            let _ = writeln!(conf, "ping.response = {response}");
         }
         for (name, value) in &self.php_admin_values {
             let _ = writeln!(conf, "php_admin_value[{name}] = {value}");
@@ -604,6 +630,7 @@ mod tests {
         assert!(conf.contains("pm.max_requests = 7\n"));
         assert!(conf.contains("listen = \"/tmp/x/php-fpm.sock\"\n"));
         assert!(conf.contains("pm.status_path = /fpm-status\n"));
+        assert!(conf.contains("ping.path = /fpm-ping\nping.response = pong\n"));
         assert!(conf.contains("php_admin_value[memory_limit] = 64M\n"));
         assert!(conf.contains("php_admin_value[output_buffering] = 4096\n"));
         assert!(!conf.contains("php_admin_value[output_buffering] = 0\n"));

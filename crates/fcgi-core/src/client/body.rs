@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
-use super::connection::poll_read;
+use super::connection::{poll_read, Connection};
 use super::stderr::StderrLines;
 use crate::error::{Error, Kind};
-use crate::pool::Lease;
+use crate::keepalive::Lease;
 use crate::proto::record::{EndRequestBody, ProtocolStatus};
 use crate::proto::response::{Event, ResponseDecoder};
 use crate::proto::ProtocolError;
@@ -26,7 +26,7 @@ use crate::proto::ProtocolError;
 /// It is `Unpin`, so `BodyExt::frame(&mut body).await` works without pinning it first.
 pub struct ResponseBody {
     /// `None` once the request ended or failed.
-    lease: Option<Lease>,
+    lease: Option<Lease<Connection>>,
     decoder: ResponseDecoder,
     stderr: StderrLines,
     /// Reset whenever bytes arrive: the read timeout is about silence, not total time.
@@ -48,7 +48,7 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     pub(crate) fn new(
-        lease: Lease,
+        lease: Lease<Connection>,
         decoder: ResponseDecoder,
         stderr: StderrLines,
         sent_at: Instant,
@@ -94,7 +94,7 @@ impl Body for ResponseBody {
             let Some(lease) = this.lease.as_mut() else {
                 return Poll::Ready(None);
             };
-            let conn = lease.conn_mut();
+            let conn = lease.get_mut();
             match this.decoder.decode(&mut conn.read_buf) {
                 Ok(Some(Event::Body(chunk))) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
                 Ok(Some(Event::Stderr(chunk))) => this.stderr.push(chunk),
@@ -115,6 +115,7 @@ impl Body for ResponseBody {
                     return Poll::Ready(None);
                 }
                 Ok(Some(Event::Head(_))) => {
+                    lease.fault();
                     this.lease.take();
                     let err =
                         ProtocolError::UnexpectedRecord(crate::proto::record::RecordType::Stdout);
@@ -156,6 +157,10 @@ impl Body for ResponseBody {
                     }
                 }
                 Err(err) => {
+                    // The server broke the protocol: that counts against it.
+                    if let Some(lease) = this.lease.as_mut() {
+                        lease.fault();
+                    }
                     this.lease.take();
                     return Poll::Ready(Some(Err(Error::protocol(err).started(true))));
                 }

@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use tokio_util::io::poll_read_buf;
 use super::stderr::StderrLines;
 use super::{ClientConfig, Request, Response, ResponseBody};
 use crate::error::{Error, Kind};
-use crate::pool::Lease;
+use crate::keepalive::{Lease, Poolable};
 use crate::proto::encoder::{
     encode_begin_request, encode_get_values, encode_params, encode_stream_chunk, encode_stream_end,
     params_encoded_len_bound,
@@ -39,15 +40,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct Connection {
     pub(crate) stream: Stream,
+    /// The server it is connected to, named on each response it carries.
+    upstream: Arc<Upstream>,
     /// Bytes read and not yet decoded; body chunks are split off it without copying.
     pub(crate) read_buf: BytesMut,
     /// Reused across requests so encoding a request does not allocate.
     write_buf: BytesMut,
     pub(crate) config: ClientConfig,
-    /// Requests completed on this connection; above zero it is a reused connection.
-    pub(crate) completed: u64,
-    /// When it last went idle, for the pool's idle timeout.
-    pub(crate) idle_since: Instant,
     /// The server closed its side; the connection can never be reused.
     pub(crate) eof: bool,
     /// When the current request started going out: the start of "time in PHP-FPM".
@@ -57,14 +56,18 @@ pub struct Connection {
 impl Connection {
     /// Connects to `upstream`.
     pub async fn connect(upstream: &Upstream, config: ClientConfig) -> Result<Self, Error> {
+        Self::open(Arc::new(upstream.clone()), config).await
+    }
+
+    /// Connects to `upstream`, sharing its name with the pool that knows it.
+    pub(crate) async fn open(upstream: Arc<Upstream>, config: ClientConfig) -> Result<Self, Error> {
         let stream = upstream.connect(config.connect_timeout).await?;
         Ok(Self {
             stream,
+            upstream,
             read_buf: BytesMut::with_capacity(8 * 1024),
             write_buf: BytesMut::with_capacity(4 * 1024),
             config,
-            completed: 0,
-            idle_since: Instant::now(),
             eof: false,
             sent_at: Instant::now(),
         })
@@ -295,7 +298,7 @@ async fn write_all(stream: &mut Stream, buf: &[u8], timeout: Duration) -> Result
 
 /// Sends the request on the lease's connection and reads up to the CGI head.
 pub(crate) async fn exchange<B>(
-    lease: &mut Lease,
+    lease: &mut Lease<Connection>,
     params: &crate::Params,
     body: B,
     stderr: &mut StderrLines,
@@ -304,7 +307,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let conn = lease.conn_mut();
+    let conn = lease.get_mut();
     conn.read_buf.clear();
     conn.sent_at = Instant::now();
     conn.write_request(params, body).await?;
@@ -339,15 +342,16 @@ where
 
 /// Wraps a lease whose request has its head into a response.
 pub(crate) fn into_response(
-    lease: Lease,
+    lease: Lease<Connection>,
     head: CgiHead,
     decoder: ResponseDecoder,
     stderr: StderrLines,
 ) -> Response {
     let mut lease = lease;
-    let sent_at = lease.conn_mut().sent_at;
+    let conn = lease.get_mut();
+    let (sent_at, upstream) = (conn.sent_at, conn.upstream.clone());
     let body = ResponseBody::new(lease, decoder, stderr, sent_at);
-    Response::new(head.status, head.headers, body)
+    Response::new(head.status, head.headers, body, upstream)
 }
 
 /// Polls a read into the connection's buffer (for the body stream).
@@ -365,8 +369,9 @@ pub(crate) fn poll_read(
     result
 }
 
-/// Used by the pool to mark a connection idle.
-pub(crate) fn mark_idle(conn: &mut Connection) {
-    conn.completed += 1;
-    conn.idle_since = Instant::now();
+impl Poolable for Connection {
+    /// Kept open by both sides, the server has not closed it, and nothing is left unread.
+    fn is_clean(&self) -> bool {
+        self.config.keep_conn && !self.eof && self.read_buf.is_empty()
+    }
 }

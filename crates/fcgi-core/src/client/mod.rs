@@ -19,6 +19,7 @@ pub use stderr::StderrSink;
 
 use crate::proto::params::Params;
 use crate::proto::response::DEFAULT_MAX_HEAD_LEN;
+use crate::upstream::Upstream;
 
 /// Settings of one connection's exchanges.
 #[derive(Debug, Clone)]
@@ -44,8 +45,7 @@ impl Default for ClientConfig {
     }
 }
 
-/// The name of a fair queue in the pool (a tenant, typically).
-pub type QueueKey = Arc<str>;
+pub use crate::keepalive::QueueKey;
 
 /// A FastCGI request: params, a body, and how to queue it.
 ///
@@ -141,15 +141,28 @@ pub struct Response {
     status: StatusCode,
     headers: HeaderMap,
     body: ResponseBody,
+    upstream: Arc<Upstream>,
 }
 
 impl Response {
-    pub(crate) fn new(status: StatusCode, headers: HeaderMap, body: ResponseBody) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: ResponseBody,
+        upstream: Arc<Upstream>,
+    ) -> Self {
         Self {
             status,
             headers,
             body,
+            upstream,
         }
+    }
+
+    /// The server that answered (for the access log): with several servers in a pool,
+    /// the one chosen, or the one a retry went to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
     /// From the CGI `Status:` header (302 for a bare `Location:`, else 200).

@@ -1,28 +1,41 @@
-//! A bounded keep-alive pool of FastCGI connections with fair per-key queues.
+//! A bounded keep-alive pool of FastCGI connections over one or more servers, with fair
+//! per-key queues.
 //!
 //! PHP-FPM gives each connection a worker for as long as it stays open, so the pool never
-//! holds more connections than its limit: callers beyond it wait in a queue (bounded, with
-//! a timeout) rather than opening more and piling up in PHP-FPM's listen queue. No
-//! connection is opened in advance (PHP-FPM drops a connection that sends nothing).
+//! holds more connections to a server than that server's `max_connections`: callers beyond
+//! the bounds wait in a queue (bounded, with a timeout) rather than opening more and piling
+//! up in PHP-FPM's listen queue. No connection is opened in advance (PHP-FPM drops a
+//! connection that sends nothing).
 //!
 //! A connection goes back to the pool only after a clean END_REQUEST with nothing left
 //! unread; a kept connection is checked before reuse (PHP-FPM closes it when it recycles
 //! a worker), and an idempotent request that fails on a reused connection before any
 //! response byte is sent once more on a fresh one.
+//!
+//! With several servers ([`Pool::with_servers`]), a request goes to the healthy server with
+//! the fewest connections in use relative to `max_connections` × `weight` (backups only
+//! while no primary is healthy); servers are marked down and back up as [`HealthConfig`]
+//! says; with all of them down a request fails at once ([`Error::is_all_down`]). A request
+//! goes to the next healthy server, once, when nothing of it was sent (the connect
+//! failed), or when it is replayable (idempotent, no body) and nothing of the response
+//! came back. A request whose body went out is never sent twice.
 
-mod queue;
+mod health;
+mod servers;
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http_body::Body;
-use tokio::sync::oneshot;
 
-use crate::client::connection::{exchange, into_response, mark_idle};
+use crate::client::connection::{exchange, into_response};
+use crate::client::stderr::StderrLines;
 use crate::client::{ClientConfig, Connection, QueueKey, Request, Response};
-use crate::error::{Error, Kind};
+use crate::error::Error;
+use crate::keepalive::{self, Lease, ServerLimits, Settings};
 use crate::upstream::{LivenessCheck, Upstream};
-use queue::FairQueue;
+use health::ServerHealth;
+pub use servers::{HealthConfig, InvalidPool, Ping, ServerConfig, ServerStats};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -31,7 +44,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct PoolConfig {
     /// Per-connection settings (timeouts, head limit, keep-alive).
     pub client: ClientConfig,
-    /// Most connections open at once: PHP-FPM's `pm.max_children` or fewer.
+    /// Most connections open at once: PHP-FPM's `pm.max_children` or fewer. (A pool made
+    /// by [`Pool::with_servers`] takes each server's own bound instead.)
     pub max_connections: usize,
     /// An idle connection is closed after this long, freeing its PHP-FPM worker.
     pub idle_timeout: Duration,
@@ -53,125 +67,141 @@ impl Default for PoolConfig {
     }
 }
 
-/// A snapshot of the pool's occupancy, for metrics.
+/// A snapshot of the pool's occupancy over all its servers, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Connections counted against the limit (idle, leased and being opened).
     pub open: usize,
     /// Idle connections kept for reuse.
     pub idle: usize,
-    /// Callers waiting for a connection.
+    /// Callers waiting for a connection (the queue is one per pool, for all its servers).
     pub waiting: usize,
 }
 
-/// What a waiter is handed: a connection to reuse, or the right to open one.
-// A grant is moved once, through a oneshot, per handoff; boxing the connection would cost
-// an allocation each time to save a few hundred bytes that live for microseconds.
-#[allow(clippy::large_enum_variant)]
-enum Grant {
-    Conn(Connection),
-    Slot,
-}
-
-#[derive(Debug)]
-struct State {
-    /// Idle connections, most recently used last (reused first, so the rest age out).
-    idle: Vec<Connection>,
-    /// Connections counted against the limit.
-    open: usize,
-    queue: FairQueue<oneshot::Sender<Grant>>,
-}
-
-impl std::fmt::Debug for Grant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Grant::Conn(_) => "Grant::Conn",
-            Grant::Slot => "Grant::Slot",
-        })
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    upstream: Upstream,
-    config: PoolConfig,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock leaves counts that are still consistent enough to
-        // go on; poisoning would turn one bug into a dead gateway.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Takes back a lease's slot, with its connection when it is clean, and hands it to
-    /// the next fair waiter.
-    fn release(&self, key: &str, conn: Option<Connection>) {
-        let mut state = self.lock();
-        state.queue.released(key);
-        let mut grant = match conn {
-            Some(conn) => Grant::Conn(conn),
-            None => Grant::Slot,
-        };
-        while let Some((next_key, waiter)) = state.queue.pop_next() {
-            match waiter.send(grant) {
-                Ok(()) => return,
-                Err(back) => {
-                    // Defensive: a waiter leaves the queue before it drops its receiver.
-                    state.queue.released(&next_key);
-                    grant = back;
-                }
-            }
-        }
-        match grant {
-            Grant::Conn(conn) => state.idle.push(conn),
-            Grant::Slot => state.open -= 1,
-        }
-    }
-}
-
-/// A pool of connections to one FastCGI server.
+/// A pool of connections to one FastCGI server, or to several ([`Pool::with_servers`]).
 ///
 /// Cheap to clone (an `Arc`); all clones share the connections.
 ///
 /// Fairness: each request may name a queue key (a tenant) and a cap. When the pool is full,
-/// a freed connection goes to the waiting key that holds the fewest connections, so a key
-/// flooding slow scripts cannot starve the others.
+/// a freed connection (of any healthy server) goes to the waiting key that holds the
+/// fewest connections, so a key flooding slow scripts cannot starve the others.
 #[derive(Debug, Clone)]
 pub struct Pool {
     shared: Arc<Shared>,
 }
 
-/// The queue used by requests that name none.
-fn default_key() -> QueueKey {
-    static KEY: std::sync::OnceLock<QueueKey> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| QueueKey::from("")).clone()
+#[derive(Debug)]
+struct Shared {
+    servers: Vec<ServerConfig>,
+    /// Each server's address, shared with its connections and responses.
+    addresses: Vec<Arc<Upstream>>,
+    config: PoolConfig,
+    health: HealthConfig,
+    /// Each server's health, by the index the slots use.
+    states: Mutex<Vec<ServerHealth>>,
+    slots: keepalive::Pool<Connection>,
+}
+
+impl Shared {
+    fn lock_health(&self) -> MutexGuard<'_, Vec<ServerHealth>> {
+        // Counters stay meaningful after a panic elsewhere; poisoning would stop the checks.
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a failed request moves on to another server and marks its own down.
+    fn fails_over(&self) -> bool {
+        self.servers.len() > 1
+    }
+
+    /// A request failed on `server` in a way that says the server is at fault.
+    fn failed(&self, server: usize, err: &Error) {
+        let marked = self.lock_health()[server].failed_request(self.fails_over());
+        if marked {
+            let address = &self.addresses[server];
+            tracing::warn!(server = %address, error = %err, "FastCGI server marked down");
+            self.slots.set_healthy(server, false);
+        }
+    }
+}
+
+/// Whether an error on a connection says its server is at fault: it could not be reached,
+/// broke the protocol, or dropped a fresh connection. (A kept connection that turns out
+/// closed is PHP-FPM recycling a worker, not a failure.)
+fn blames_server(err: &Error, reused: bool) -> bool {
+    err.is_connect() || err.is_protocol() || (err.is_io() && !reused)
 }
 
 impl Pool {
     /// A pool for `upstream`. Opens nothing until the first request. When created inside
     /// a tokio runtime, a background task closes connections idle past `idle_timeout`.
     pub fn new(upstream: Upstream, config: PoolConfig) -> Self {
-        let queue = FairQueue::new(config.max_connections);
+        let server = ServerConfig::new(upstream, config.max_connections);
+        Self::build(vec![server], config, HealthConfig::default())
+    }
+
+    /// A pool over several servers, each with its own bound, weight and backup flag,
+    /// checked as `health` says; `config.max_connections` is not used (each server has
+    /// its own). Opens nothing until the first request. Created inside a tokio runtime,
+    /// it runs the health checks (and the idle reaper) in background tasks that end with
+    /// the pool.
+    pub fn with_servers(
+        servers: Vec<ServerConfig>,
+        config: PoolConfig,
+        health: HealthConfig,
+    ) -> Result<Self, InvalidPool> {
+        servers::validate(&servers, &health)?;
+        Ok(Self::build(servers, config, health))
+    }
+
+    fn build(servers: Vec<ServerConfig>, config: PoolConfig, health: HealthConfig) -> Self {
+        let settings = Settings {
+            idle_timeout: config.idle_timeout,
+            queue_timeout: config.queue_timeout,
+            max_queue: config.max_queue,
+            mark_on_fault: servers.len() > 1,
+        };
+        let limits: Vec<ServerLimits> = servers
+            .iter()
+            .map(|s| ServerLimits {
+                max_connections: s.max_connections,
+                weight: s.weight,
+                backup: s.backup,
+            })
+            .collect();
         let shared = Arc::new(Shared {
-            upstream,
+            addresses: servers
+                .iter()
+                .map(|s| Arc::new(s.address.clone()))
+                .collect(),
+            states: Mutex::new(servers.iter().map(|_| ServerHealth::new()).collect()),
+            slots: keepalive::Pool::new(&limits, settings),
+            servers,
             config,
-            state: Mutex::new(State {
-                idle: Vec::new(),
-                open: 0,
-                queue,
-            }),
+            health,
         });
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(reap_idle(Arc::downgrade(&shared)));
+        let checked = shared.fails_over() || shared.health.ping.is_some();
+        if checked {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let interval = shared.health.interval;
+                handle.spawn(health::watch(Arc::downgrade(&shared), interval));
+            }
         }
         Self { shared }
     }
 
-    /// The server this pool connects to.
+    /// The (first) server this pool connects to.
     pub fn upstream(&self) -> &Upstream {
-        &self.shared.upstream
+        &self.shared.servers[0].address
+    }
+
+    /// The servers, in the order given.
+    pub fn servers(&self) -> &[ServerConfig] {
+        &self.shared.servers
+    }
+
+    /// How the servers are checked.
+    pub fn health(&self) -> &HealthConfig {
+        &self.shared.health
     }
 
     /// The settings.
@@ -181,24 +211,47 @@ impl Pool {
 
     /// Current occupancy.
     pub fn stats(&self) -> PoolStats {
-        let state = self.shared.lock();
+        let (open, idle, waiting) = self.shared.slots.totals();
         PoolStats {
-            open: state.open,
-            idle: state.idle.len(),
-            waiting: state.queue.waiting(),
+            open,
+            idle,
+            waiting,
         }
     }
 
     /// Connections `key` holds now.
     pub fn in_use(&self, key: &str) -> usize {
-        self.shared.lock().queue.in_use(key)
+        self.shared.slots.in_use(key)
+    }
+
+    /// Each server's state, in the order given.
+    pub fn server_stats(&self) -> Vec<ServerStats> {
+        let slots = self.shared.slots.server_stats();
+        let health = self.shared.lock_health();
+        self.shared
+            .servers
+            .iter()
+            .zip(slots)
+            .zip(health.iter())
+            .map(|((server, slot), health)| ServerStats {
+                address: server.address.clone(),
+                healthy: slot.healthy,
+                in_use: slot.in_use(),
+                idle: slot.idle,
+                max_connections: server.max_connections,
+                failures: health.failures + slot.faults,
+                checks: health.checks,
+                checks_failed: health.checks_failed,
+            })
+            .collect()
     }
 
     /// Sends a request and returns its response as soon as the CGI head is in.
     ///
     /// Waits in the request's queue when the pool is full. When a reused connection turns
     /// out dead before any response byte and the request is replayable, sends it once more
-    /// on a fresh connection.
+    /// on a fresh connection. With several servers, goes to the next healthy one once (see
+    /// the [module documentation](self)).
     pub async fn send<B>(&self, request: Request<B>) -> Result<Response, Error>
     where
         B: Body,
@@ -213,7 +266,7 @@ impl Pool {
             stderr,
             ..
         } = request;
-        let key = queue.unwrap_or_else(default_key);
+        let key = queue.unwrap_or_else(keepalive::default_key);
         // A replayable request survives a dead kept connection (it is sent again on a fresh
         // one), so it may skip the liveness system call on reuse; others may not.
         let check = if replayable {
@@ -221,25 +274,77 @@ impl Pool {
         } else {
             LivenessCheck::Thorough
         };
-        let mut lease = self.acquire(key, max_concurrency, check).await?;
-        let mut stderr = crate::client::stderr::StderrLines::new(stderr);
-        let reused = lease.conn_mut().completed > 0;
-        if replayable && reused {
-            // Keep the (empty) body's place: a replay sends the same params with no body.
-            match exchange(&mut lease, &params, body, &mut stderr).await {
-                Ok((head, decoder)) => return Ok(into_response(lease, head, decoder, stderr)),
-                Err(err) if !err.response_started() && (err.is_io() || err.is_protocol()) => {
-                    tracing::debug!(upstream = %self.shared.upstream, error = %err, "kept connection failed; retrying on a fresh one");
-                    lease.reconnect(&self.shared).await?;
-                    let empty = http_body_util::Empty::<bytes::Bytes>::new();
-                    let (head, decoder) = exchange(&mut lease, &params, empty, &mut stderr).await?;
-                    return Ok(into_response(lease, head, decoder, stderr));
-                }
-                Err(err) => return Err(err),
+        let mut failover = self.shared.fails_over();
+        let mut lease = self
+            .connected(&key, max_concurrency, check, &mut failover)
+            .await?;
+        let mut stderr = StderrLines::new(stderr);
+        let mut reused = lease.is_reused();
+        let mut err = match exchange(&mut lease, &params, body, &mut stderr).await {
+            Ok((head, decoder)) => return Ok(into_response(lease, head, decoder, stderr)),
+            Err(err) => err,
+        };
+        // Each round either returns or uses up a retry: a kept connection is replaced by a
+        // fresh one on its server; a fresh one that failed moves on to the next server, once.
+        loop {
+            let server = lease.server();
+            if blames_server(&err, reused) {
+                self.shared.failed(server, &err);
             }
+            let replay =
+                replayable && !err.response_started() && (err.is_io() || err.is_protocol());
+            if !replay {
+                return Err(err);
+            }
+            let address = &self.shared.addresses[server];
+            if reused {
+                tracing::debug!(upstream = %address, error = %err, "kept connection failed; retrying on a fresh one");
+                if let Err(err) = self.reconnect(&mut lease).await {
+                    if !(err.is_connect() && failover) {
+                        return Err(err);
+                    }
+                    drop(lease);
+                    lease = self
+                        .connected(&key, max_concurrency, check, &mut failover)
+                        .await?;
+                }
+            } else if failover {
+                tracing::debug!(upstream = %address, error = %err, "request failed before its answer; retrying on the next server");
+                failover = false;
+                drop(lease);
+                lease = self
+                    .connected(&key, max_concurrency, check, &mut failover)
+                    .await?;
+            } else {
+                return Err(err);
+            }
+            reused = lease.is_reused();
+            // The same params with no body: a replayable request has none.
+            let empty = http_body_util::Empty::<bytes::Bytes>::new();
+            err = match exchange(&mut lease, &params, empty, &mut stderr).await {
+                Ok((head, decoder)) => return Ok(into_response(lease, head, decoder, stderr)),
+                Err(err) => err,
+            };
         }
-        let (head, decoder) = exchange(&mut lease, &params, body, &mut stderr).await?;
-        Ok(into_response(lease, head, decoder, stderr))
+    }
+
+    /// A connected lease for `key`; when the connect fails and `failover` is still set,
+    /// once more (after the failed server was marked down), clearing `failover`.
+    async fn connected(
+        &self,
+        key: &QueueKey,
+        cap: Option<usize>,
+        check: LivenessCheck,
+        failover: &mut bool,
+    ) -> Result<Lease<Connection>, Error> {
+        match self.acquire(key.clone(), cap, check).await {
+            // Nothing of the request went out: any request may go to the next server.
+            Err(err) if err.is_connect() && *failover => {
+                *failover = false;
+                self.acquire(key.clone(), cap, check).await
+            }
+            other => other,
+        }
     }
 
     /// Takes a connection for `key`: an idle one that still looks alive, a new one if the
@@ -249,218 +354,31 @@ impl Pool {
         key: QueueKey,
         cap: Option<usize>,
         check: LivenessCheck,
-    ) -> Result<Lease, Error> {
-        let shared = &self.shared;
-        let config = &shared.config;
-        let (grant, waiter) = {
-            let mut state = shared.lock();
-            // Waiters of other keys never stand in the way here: whenever a connection is
-            // free, `release` has already handed it to every waiter that may take one, so
-            // any still waiting are held back by their own key's cap.
-            let free = !state.idle.is_empty() || state.open < config.max_connections;
-            if free && state.queue.try_acquire(&key, cap) {
-                if let Some(conn) = state.idle.pop() {
-                    (Some(Grant::Conn(conn)), None)
-                } else {
-                    state.open += 1;
-                    (Some(Grant::Slot), None)
-                }
-            } else {
-                (None, Some(Self::enqueue(&mut state, &key, cap, config)?))
-            }
-        };
-        let grant = match (grant, waiter) {
-            (Some(grant), _) => grant,
-            (None, Some((id, rx))) => {
-                let mut place = QueuePlace {
-                    shared,
-                    key: &key,
-                    id,
-                    rx: Some(rx),
-                };
-                match place.wait(config.queue_timeout).await {
-                    Some(grant) => grant,
-                    None => return Err(Error::new(Kind::QueueTimeout(config.queue_timeout))),
-                }
-            }
-            (None, None) => return Err(Error::new(Kind::QueueTimeout(config.queue_timeout))),
-        };
-        let mut lease = Lease {
-            conn: None,
-            pool: Some(shared.clone()),
-            key,
-            reusable: false,
-        };
-        match grant {
-            Grant::Conn(conn) if !idle_expired(&conn, config) && conn.is_reusable(check) => {
-                lease.conn = Some(conn);
-            }
+    ) -> Result<Lease<Connection>, Error> {
+        let mut lease = self.shared.slots.acquire(key, cap).await?;
+        match lease.take() {
+            Some(conn) if conn.is_reusable(check) => lease.fill(conn, true),
             // Dead, stale or never opened: open one on the slot this lease holds.
-            Grant::Conn(_) | Grant::Slot => lease.reconnect(shared).await?,
+            _ => self.reconnect(&mut lease).await?,
         }
         Ok(lease)
     }
 
-    fn enqueue(
-        state: &mut State,
-        key: &QueueKey,
-        cap: Option<usize>,
-        config: &PoolConfig,
-    ) -> Result<(u64, oneshot::Receiver<Grant>), Error> {
-        if state.queue.waiting() >= config.max_queue {
-            return Err(Error::new(Kind::QueueFull(config.max_queue)));
-        }
-        let (tx, rx) = oneshot::channel();
-        let id = state.queue.push(key, cap, tx);
-        Ok((id, rx))
-    }
-}
-
-/// A caller's place in the queue, until it is served.
-///
-/// Dropped unserved (the wait timed out, or the caller dropped its request future), it
-/// leaves the queue. Dropped just after being served, before it could take what it was
-/// handed, it passes that on: a cancelled wait never leaks a connection or a slot.
-struct QueuePlace<'a> {
-    shared: &'a Shared,
-    key: &'a QueueKey,
-    id: u64,
-    /// `None` once the grant was taken or the place left the queue.
-    rx: Option<oneshot::Receiver<Grant>>,
-}
-
-impl QueuePlace<'_> {
-    /// Waits to be served for up to `timeout`; `None` when it was not.
-    async fn wait(&mut self, timeout: Duration) -> Option<Grant> {
-        let rx = self.rx.as_mut()?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(grant)) => {
-                self.rx = None;
-                Some(grant)
+    /// Opens a new connection on the lease's slot, closing the one it had. A failed
+    /// connect counts against the server.
+    async fn reconnect(&self, lease: &mut Lease<Connection>) -> Result<(), Error> {
+        drop(lease.take());
+        let server = lease.server();
+        let address = self.shared.addresses[server].clone();
+        match Connection::open(address, self.shared.config.client.clone()).await {
+            Ok(conn) => {
+                lease.fill(conn, false);
+                Ok(())
             }
-            // Timed out. (The sender is only dropped unsent when the pool itself is gone.)
-            _ => self.leave(),
+            Err(err) => {
+                self.shared.failed(server, &err);
+                Err(err)
+            }
         }
-    }
-
-    /// Leaves the queue; returns what it was handed if it was served meanwhile.
-    fn leave(&mut self) -> Option<Grant> {
-        let mut rx = self.rx.take()?;
-        let removed = self.shared.lock().queue.remove(self.key, self.id).is_some();
-        if removed {
-            return None;
-        }
-        // Not in the queue any more: `release` popped it and sent the grant under the
-        // lock just taken, so the grant is in the channel.
-        rx.try_recv().ok()
-    }
-}
-
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        if let Some(grant) = self.leave() {
-            let conn = match grant {
-                Grant::Conn(conn) => Some(conn),
-                Grant::Slot => None,
-            };
-            self.shared.release(self.key, conn);
-        }
-    }
-}
-
-fn idle_expired(conn: &Connection, config: &PoolConfig) -> bool {
-    conn.idle_since.elapsed() >= config.idle_timeout
-}
-
-/// Closes connections idle past the idle timeout, until the pool is dropped.
-async fn reap_idle(shared: Weak<Shared>) {
-    let period = match shared.upgrade() {
-        Some(s) => {
-            (s.config.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
-        }
-        None => return,
-    };
-    loop {
-        tokio::time::sleep(period).await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let expired: Vec<Connection> = {
-            let mut state = shared.lock();
-            let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.idle)
-                .into_iter()
-                .partition(|c| idle_expired(c, &shared.config));
-            state.idle = kept;
-            state.open -= expired.len();
-            expired
-        };
-        // Closing the sockets happens here, outside the lock.
-        drop(expired);
-    }
-}
-
-/// The right to one connection slot of a pool, with the connection on it.
-///
-/// Dropping it gives the slot back; the connection goes with it only when
-/// [`Lease::finish`] marked it clean.
-#[derive(Debug)]
-pub(crate) struct Lease {
-    conn: Option<Connection>,
-    pool: Option<Arc<Shared>>,
-    key: QueueKey,
-    reusable: bool,
-}
-
-impl Lease {
-    /// A lease on a connection that belongs to no pool.
-    pub(crate) fn unpooled(conn: Connection) -> Self {
-        Self {
-            conn: Some(conn),
-            pool: None,
-            key: default_key(),
-            reusable: false,
-        }
-    }
-
-    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
-        // Every lease handed out carries a connection: `acquire` and `reconnect` put one in
-        // before the lease leaves them, and only `drop` takes it out.
-        match self.conn.as_mut() {
-            Some(conn) => conn,
-            None => unreachable!("lease without a connection"),
-        }
-    }
-
-    /// Replaces the connection with a new one, keeping the slot.
-    async fn reconnect(&mut self, shared: &Shared) -> Result<(), Error> {
-        self.conn = None;
-        self.conn =
-            Some(Connection::connect(&shared.upstream, shared.config.client.clone()).await?);
-        Ok(())
-    }
-
-    /// The request ended cleanly: the connection may be reused if it still looks clean.
-    pub(crate) fn finish(&mut self) {
-        self.reusable = self
-            .conn
-            .as_ref()
-            .is_some_and(|c| c.config.keep_conn && !c.eof && c.read_buf.is_empty());
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let Some(pool) = self.pool.take() else {
-            return;
-        };
-        let conn = if self.reusable {
-            self.conn.take().map(|mut c| {
-                mark_idle(&mut c);
-                c
-            })
-        } else {
-            None
-        };
-        pool.release(&self.key, conn);
     }
 }

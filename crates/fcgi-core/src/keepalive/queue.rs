@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
 
-use crate::client::QueueKey;
+use super::QueueKey;
 
 /// How long a key counts as active after its last connection went back.
 pub(crate) const ACTIVE_GRACE: Duration = Duration::from_millis(100);
@@ -82,6 +82,11 @@ impl<W> FairQueue<W> {
             waiting: 0,
             next_id: 0,
         }
+    }
+
+    /// Changes the limit fair shares divide (servers went up or down).
+    pub(crate) fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
     }
 
     /// Forgets keys idle past the grace period.
@@ -225,6 +230,21 @@ impl<W> FairQueue<W> {
             self.ring.push_back(key.clone());
         }
         Some((key, waiter))
+    }
+}
+
+impl<W> FairQueue<W> {
+    /// Takes every waiter out, whatever its key's share (to tell them all the pool cannot
+    /// serve them). Counts nothing as acquired.
+    pub(crate) fn drain(&mut self) -> Vec<(QueueKey, W)> {
+        let mut out = Vec::with_capacity(self.waiting);
+        for key in std::mem::take(&mut self.ring) {
+            if let Some(state) = self.keys.get_mut(&key) {
+                out.extend(state.waiters.drain(..).map(|(_, w)| (key.clone(), w)));
+            }
+        }
+        self.waiting = 0;
+        out
     }
 }
 
