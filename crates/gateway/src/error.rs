@@ -57,6 +57,12 @@ impl GatewayError {
         Self::new(StatusCode::NOT_FOUND, ErrorSource::Client, detail)
     }
 
+    /// 408: the client paused too long while sending its request body. The connection
+    /// is closed after the answer: the rest of the body may still come.
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, ErrorSource::Client, detail)
+    }
+
     /// 413: the request body is over the limit.
     pub fn payload_too_large(limit: u64) -> Self {
         Self::new(
@@ -154,6 +160,9 @@ impl GatewayError {
                 header::RETRY_AFTER,
                 HeaderValue::from(after.as_secs().max(1)),
             );
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -1,5 +1,6 @@
-//! Forwarding a request to PHP-FPM: decide how the body goes (streamed with its
-//! `Content-Length`, or spooled first when it has none), build the CGI params, send it
+//! Forwarding a request to PHP-FPM: decide how the body goes (read whole first, the
+//! default and always for a body without `Content-Length`, or streamed with its length
+//! when the tenant turns `request_buffering` off), build the CGI params, send it
 //! through the tenant's fair queue of the pool, and map the CGI response back to HTTP.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::service::ConnInfo;
 use crate::snapshot::Snapshot;
+use crate::spool::{is_body_timeout, SpoolLimits, TimedBody};
 use crate::tenant::Tenant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,15 +67,34 @@ where
     if declared.is_some_and(|len| len > max_body) {
         return Err(GatewayError::payload_too_large(max_body));
     }
-    // PHP-FPM reads exactly CONTENT_LENGTH bytes: a body without one is spooled first.
-    let (body, length) = match declared {
+    let buffering = php
+        .tenant
+        .request_buffering
+        .unwrap_or(config.default_request_buffering);
+    // Read whole before the pool is asked, so a slow client never holds a PHP-FPM worker;
+    // and PHP-FPM reads exactly CONTENT_LENGTH bytes, so a body without one is too.
+    let (body, length) = if body.is_end_stream() {
+        (
+            Either::Left(TimedBody::new(body, config.server.body_timeout)),
+            declared,
+        )
+    } else if buffering || declared.is_none() {
+        let limits = SpoolLimits {
+            max_body,
+            body_timeout: config.server.body_timeout,
+            temp_dir: config.server.temp_dir.as_deref(),
+            max_spool_bytes: config.server.max_spool_bytes,
+            usage: &php.snapshot.spool_usage,
+            retry_after: config.server.retry_after,
+        };
+        let (spooled, len) = crate::spool::spool(body, declared, &limits).await?;
+        (Either::Right(spooled), Some(len))
+    } else {
         // hyper holds a client to its declared length, so the body can stream as it is.
-        Some(len) => (Either::Left(body), Some(len)),
-        None if body.is_end_stream() => (Either::Left(body), None),
-        None => {
-            let (spooled, len) = crate::spool::spool(body, max_body).await?;
-            (Either::Right(spooled), Some(len))
-        }
+        (
+            Either::Left(TimedBody::new(body, config.server.body_timeout)),
+            declared,
+        )
     };
     record.bytes_in = length.unwrap_or(0);
     let conn = conn
@@ -111,12 +132,13 @@ where
         .stderr(StderrSink::new(move |line| {
             tracing::warn!(target: "php", tenant = %tenant_name, "{}", String::from_utf8_lossy(line));
         }));
-    let response = php
-        .snapshot
-        .pool
-        .send(request)
-        .await
-        .map_err(|err| GatewayError::from_fastcgi(&err, config.server.retry_after))?;
+    let response = php.snapshot.pool.send(request).await.map_err(|err| {
+        if is_body_timeout(&err) {
+            GatewayError::request_timeout(err.to_string())
+        } else {
+            GatewayError::from_fastcgi(&err, config.server.retry_after)
+        }
+    })?;
     let (status, mut headers, mut fpm_body) = response.into_parts();
     // PHP rarely sends any of them: one pass over its few headers is cheaper than hashing
     // each name for a removal that finds nothing.

@@ -33,6 +33,8 @@ struct TenantView<'a> {
     hosts: &'a [String],
     enabled: bool,
     max_concurrency: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_buffering: Option<bool>,
     params: BTreeMap<&'a str, &'a str>,
 }
 
@@ -43,6 +45,7 @@ impl<'a> TenantView<'a> {
             hosts: &tenant.hosts,
             enabled: tenant.enabled,
             max_concurrency: tenant.max_concurrency,
+            request_buffering: tenant.request_buffering,
             params: tenant
                 .params
                 .iter()

@@ -308,6 +308,9 @@ fn new_tenant_item(tenant: &TenantConfig, max_concurrency: Option<i64>, inline: 
     if let Some(n) = max_concurrency {
         table.insert("max_concurrency", Item::Value(Value::from(n)));
     }
+    if let Some(buffering) = tenant.request_buffering {
+        table.insert("request_buffering", Item::Value(Value::from(buffering)));
+    }
     if inline {
         Item::Value(Value::InlineTable(table.into_inline_table()))
     } else {
@@ -362,6 +365,18 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantConfig, max_concurren
             let written = table.get("max_concurrency").and_then(Item::as_integer);
             if written != Some(n) {
                 set_value(table, "max_concurrency", Value::from(n));
+            }
+        }
+    }
+
+    match tenant.request_buffering {
+        None => {
+            table.remove("request_buffering");
+        }
+        Some(buffering) => {
+            let written = table.get("request_buffering").and_then(Item::as_bool);
+            if written != Some(buffering) {
+                set_value(table, "request_buffering", Value::from(buffering));
             }
         }
     }

@@ -59,6 +59,9 @@ pub struct Config {
     pub fastcgi: FastCgiConfig,
     /// `[defaults.params]`: params every tenant gets; a tenant's own params win.
     pub default_params: BTreeMap<String, String>,
+    /// `[defaults] request_buffering`: whether tenants that do not say read request
+    /// bodies whole before asking PHP-FPM (the default, `true`) or stream them.
+    pub default_request_buffering: bool,
     /// `[usage]`.
     pub usage: UsageConfig,
     /// `[tenants.NAME]`, by name.
@@ -86,6 +89,7 @@ impl fmt::Debug for Config {
                 "default_params",
                 &self.default_params.keys().collect::<Vec<_>>(),
             )
+            .field("default_request_buffering", &self.default_request_buffering)
             .field("usage", &self.usage)
             .field("tenants", &self.tenants)
             .finish()
@@ -175,6 +179,7 @@ impl Config {
             server,
             fastcgi,
             default_params: raw.defaults.params,
+            default_request_buffering: raw.defaults.request_buffering.unwrap_or(true),
             usage,
             tenants,
         })

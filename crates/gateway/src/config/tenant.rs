@@ -66,6 +66,11 @@ pub struct TenantConfig {
     /// tenant cannot take the whole shared pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<usize>,
+    /// Whether a request body is read whole before a PHP-FPM connection is taken
+    /// (`true`), or streamed to PHP-FPM as it arrives (`false`); `None` follows
+    /// `[defaults] request_buffering`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_buffering: Option<bool>,
 }
 
 fn enabled_by_default() -> bool {
@@ -79,6 +84,7 @@ impl Default for TenantConfig {
             params: BTreeMap::new(),
             enabled: true,
             max_concurrency: None,
+            request_buffering: None,
         }
     }
 }
@@ -90,6 +96,7 @@ impl fmt::Debug for TenantConfig {
             .field("params", &self.params.keys().collect::<Vec<_>>())
             .field("enabled", &self.enabled)
             .field("max_concurrency", &self.max_concurrency)
+            .field("request_buffering", &self.request_buffering)
             .finish()
     }
 }
@@ -361,12 +368,13 @@ fn deserialize_param_map<'de, D: Deserializer<'de>>(
     deserializer.deserialize_map(MapVisitor)
 }
 
-/// The default param table, for `[defaults.params]`.
+/// `[defaults]`: the param table every tenant gets, and settings a tenant may override.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDefaults {
     #[serde(default, deserialize_with = "deserialize_param_map")]
     pub(crate) params: BTreeMap<String, String>,
+    pub(crate) request_buffering: Option<bool>,
 }
 
 #[cfg(test)]
