@@ -442,6 +442,23 @@ max_concurrency = 4
     }
 
     #[test]
+    fn request_buffering_is_on_by_default_and_set_in_defaults_or_per_tenant() {
+        let dir = scratch();
+        let config = parse(
+            dir.path(),
+            "[tenants.a]\nhosts = [\"a.example\"]\n[tenants.b]\nhosts = [\"b.example\"]\nrequest_buffering = false\n",
+        )
+        .unwrap();
+        assert!(config.default_request_buffering);
+        assert_eq!(config.tenants["a"].request_buffering, None);
+        assert_eq!(config.tenants["b"].request_buffering, Some(false));
+        let config = parse(dir.path(), "[defaults]\nrequest_buffering = false\n").unwrap();
+        assert!(!config.default_request_buffering);
+        let err = parse(dir.path(), "[defaults]\nrequest_buffering = \"no\"\n").unwrap_err();
+        assert!(err.is_syntax(), "{err}");
+    }
+
+    #[test]
     fn a_config_without_tenants_is_valid() {
         let dir = scratch();
         let config = parse(dir.path(), "").unwrap();
