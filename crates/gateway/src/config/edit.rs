@@ -564,6 +564,38 @@ max_concurrency = 2 # small plan
     }
 
     #[test]
+    fn request_buffering_is_written_changed_and_removed_with_the_tenant() {
+        let (_dir, path) = scratch(&valid_file());
+        let mut doc = ConfigDocument::load(&path).unwrap();
+        let mut streamed = tenant(&["centro3.example.org"], &[]);
+        streamed.request_buffering = Some(false);
+        doc.set_tenant("centro3", &streamed).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].request_buffering,
+            Some(false)
+        );
+        assert!(fs::read_to_string(&path)
+            .unwrap()
+            .contains("request_buffering = false\n"));
+
+        streamed.request_buffering = Some(true);
+        doc.set_tenant("centro3", &streamed).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].request_buffering,
+            Some(true)
+        );
+        streamed.request_buffering = None;
+        doc.set_tenant("centro3", &streamed).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].request_buffering,
+            None
+        );
+        assert!(!fs::read_to_string(&path)
+            .unwrap()
+            .contains("request_buffering"));
+    }
+
+    #[test]
     fn replacing_a_tenant_keeps_its_comments_and_unchanged_values() {
         let (_dir, path) = scratch(&valid_file());
         let mut doc = ConfigDocument::load(&path).unwrap();
