@@ -40,6 +40,9 @@ pub enum ErrorKind {
     Forbidden,
     /// No such page or no such site (404).
     NotFound,
+    /// The client paused too long while sending its request body (408, connection
+    /// closed: the rest of the body may still come).
+    RequestTimeout,
     /// The request body is over the limit (413).
     PayloadTooLarge,
     /// The request line does not fit one FastCGI param (414).
@@ -65,6 +68,7 @@ impl ErrorKind {
             Self::BadRequest => (StatusCode::BAD_REQUEST, Client, false),
             Self::Forbidden => (StatusCode::FORBIDDEN, Client, false),
             Self::NotFound => (StatusCode::NOT_FOUND, Client, false),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, Client, false),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Client, false),
             Self::UriTooLong => (StatusCode::URI_TOO_LONG, Client, false),
             Self::HeaderTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Client, false),
@@ -116,6 +120,12 @@ impl GatewayError {
     /// 404: no such page, or no such site (the page never says which).
     pub fn not_found(context: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorKind::NotFound, context)
+    }
+
+    /// 408: the client paused too long while sending its request body. The connection
+    /// is closed after the answer: the rest of the body may still come.
+    pub fn request_timeout(context: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::RequestTimeout, context)
     }
 
     /// 413: the request body is over the limit.
@@ -178,6 +188,9 @@ impl GatewayError {
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs().max(1)),
             );
+        }
+        if self.kind == ErrorKind::RequestTimeout {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

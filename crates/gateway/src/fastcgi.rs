@@ -1,6 +1,7 @@
 //! The pool and FastCGI step (CGI mapping → **pool → FastCGI** → response mapping):
-//! decide how the request body goes (streamed with its `Content-Length`, or spooled
-//! first when it has none), then send the [`CgiRequest`]'s params and the body through
+//! decide how the request body goes (read whole first — the default, and always for a
+//! body without `Content-Length` — or streamed with its length when the tenant turns
+//! `request_buffering` off), then send the [`CgiRequest`]'s params and the body through
 //! the tenant's fair queue of the pool, and hand PHP's answer to [`crate::response`].
 
 use bytes::Bytes;
@@ -14,39 +15,42 @@ use crate::body::GatewayBody;
 use crate::cgi::params::{build_params, params_capacity};
 use crate::cgi::CgiRequest;
 use crate::error::GatewayError;
-use crate::spool::SpooledBody;
+use crate::spool::{is_body_timeout, SpoolLimits, SpooledBody, TimedBody};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A request body as it goes to PHP-FPM: the client's own stream, or its spooled copy.
-pub(crate) type RequestBody<B> = Either<B, SpooledBody>;
+/// A request body as it goes to PHP-FPM: the client's own stream (held to
+/// `body_timeout` between reads), or its spooled copy.
+pub(crate) type RequestBody<B> = Either<TimedBody<B>, SpooledBody>;
 
 /// Decides how the request body goes to PHP-FPM, which reads exactly `CONTENT_LENGTH`
 /// bytes: returns the body and that length (`None`: no body). A declared length over
-/// `max_body` is a 413 before anything is read, an invalid one a 400.
+/// `max_body` is a 413 before anything is read, an invalid one a 400. With `buffering`
+/// (the default) the body is read whole before the pool is asked, so a slow client never
+/// holds a PHP-FPM worker; a body without a length is always read whole.
 pub(crate) async fn request_body<B>(
     headers: &HeaderMap,
     body: B,
-    max_body: u64,
+    buffering: bool,
+    limits: &SpoolLimits<'_>,
 ) -> Result<(RequestBody<B>, Option<u64>), GatewayError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError> + std::fmt::Display + Send,
 {
     let declared = declared_length(headers)?;
-    if declared.is_some_and(|len| len > max_body) {
-        return Err(GatewayError::payload_too_large(max_body));
+    if declared.is_some_and(|len| len > limits.max_body) {
+        return Err(GatewayError::payload_too_large(limits.max_body));
     }
-    // PHP-FPM reads exactly CONTENT_LENGTH bytes: a body without one is spooled first.
-    Ok(match declared {
+    if body.is_end_stream() || (!buffering && declared.is_some()) {
         // hyper holds a client to its declared length, so the body can stream as it is.
-        Some(len) => (Either::Left(body), Some(len)),
-        None if body.is_end_stream() => (Either::Left(body), None),
-        None => {
-            let (spooled, len) = crate::spool::spool(body, max_body).await?;
-            (Either::Right(spooled), Some(len))
-        }
-    })
+        return Ok((
+            Either::Left(TimedBody::new(body, limits.body_timeout)),
+            declared,
+        ));
+    }
+    let (spooled, len) = crate::spool::spool(body, declared, limits).await?;
+    Ok((Either::Right(spooled), Some(len)))
 }
 
 /// Sends the request to PHP-FPM and returns the response once PHP's headers are in.
@@ -77,7 +81,13 @@ where
         .stderr(StderrSink::new(move |line| {
             tracing::warn!(target: "php", tenant = %tenant_name, "{}", String::from_utf8_lossy(line));
         }));
-    let response = pool.send(request).await?;
+    let response = pool.send(request).await.map_err(|err| {
+        if is_body_timeout(&err) {
+            GatewayError::request_timeout("streaming the request body to PHP-FPM").with_cause(err)
+        } else {
+            err.into()
+        }
+    })?;
     Ok(crate::response::from_fastcgi(response))
 }
 

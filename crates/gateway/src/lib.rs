@@ -27,6 +27,7 @@ pub mod body;
 pub(crate) mod cgi;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub(crate) mod fastcgi;
 pub mod logging;
@@ -86,8 +87,22 @@ impl Gateway {
     pub async fn bind(config: config::Config) -> Result<Self, RunError> {
         let listen = config.server.listen.clone();
         let admin_addr = config.server.admin;
+        // A front server needs far more descriptors than a distribution's soft default.
+        let nofile = match connection::limit::raise_nofile_limit() {
+            Ok(nofile) => nofile,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the open-file limit; assuming 1024");
+                1024
+            }
+        };
+        let max_connections = config.server.max_connections.unwrap_or_else(|| {
+            connection::limit::default_max_connections(nofile, config.fastcgi.max_connections)
+        });
+        tracing::debug!(nofile, max_connections, "client connection bound");
         let limits = server::ServerLimits {
             keepalive_timeout: config.server.keepalive_timeout,
+            header_timeout: config.server.header_timeout,
+            max_connections,
             max_headers: config.server.max_headers,
             max_header_bytes: config.server.max_header_bytes,
             ..server::ServerLimits::default()

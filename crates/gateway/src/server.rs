@@ -1,6 +1,7 @@
 //! Accepting client connections: one task per connection served by hyper (HTTP/1.1 and
-//! cleartext HTTP/2), header limits, keep-alive timeout, and a graceful shutdown that
-//! stops accepting and lets in-flight requests finish.
+//! cleartext HTTP/2), header limits, the connection bound, header and keep-alive timeouts
+//! ([`crate::connection`]), and a graceful shutdown that stops accepting and lets
+//! in-flight requests finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,14 +16,21 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::{Activity, ConnectionLimit, Expired, GuardedBody, Timeouts, TrackedIo};
 use crate::peer::ConnInfo;
 use crate::service::GatewayService;
 
 /// Limits applied to every client connection.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
-    /// Longest wait for a request's headers, idle keep-alive time included.
+    /// Longest idle time between two requests on one connection.
     pub keepalive_timeout: Duration,
+    /// Longest time from accepting a connection (or from the first byte after a
+    /// keep-alive pause) to a complete request head.
+    pub header_timeout: Duration,
+    /// Most client connections open at once, over every listener; beyond it new ones
+    /// are closed at once.
+    pub max_connections: usize,
     /// Most header lines in a request.
     pub max_headers: usize,
     /// Largest header section in bytes (431 beyond). The HTTP/1 read buffer is this plus
@@ -42,6 +50,8 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             keepalive_timeout: Duration::from_secs(75),
+            header_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(30),
@@ -58,10 +68,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's header timer would start only after hyper-util's protocol sniffing has
+    // read the first bytes; the connection's own watchdog covers the whole wait instead.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.keepalive_timeout)
+        .header_read_timeout(None)
         .max_headers(limits.max_headers)
         .max_buf_size(
             limits
@@ -76,6 +88,13 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();
+    let connections = Connections {
+        limit: ConnectionLimit::new(limits.max_connections),
+        timeouts: Timeouts {
+            header: limits.header_timeout,
+            keepalive: limits.keepalive_timeout,
+        },
+    };
     let accept_tasks: Vec<_> = listeners
         .into_iter()
         .map(|listener| {
@@ -84,6 +103,7 @@ pub async fn serve(
                 service.clone(),
                 builder.clone(),
                 graceful.clone(),
+                connections.clone(),
                 stop.clone(),
             ))
         })
@@ -109,16 +129,29 @@ pub async fn serve(
     }
 }
 
+/// What every listener applies to its connections.
+#[derive(Debug, Clone)]
+struct Connections {
+    limit: Arc<ConnectionLimit>,
+    timeouts: Timeouts,
+}
+
 /// Accepts connections on one listener and spawns a task serving each, until `stop`.
 async fn accept_loop(
     listener: TcpListener,
     service: GatewayService,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
+    connections: Connections,
     stop: CancellationToken,
 ) {
     let listen_addr = listener.local_addr().ok();
     while let Some((stream, remote)) = accept(&listener, stop.cancelled()).await {
+        let Some(permit) = connections.limit.try_acquire() else {
+            // Closed at once: the client learns now, instead of timing out in the backlog.
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok().or(listen_addr).unwrap_or(remote);
         let info = ConnInfo {
@@ -127,20 +160,40 @@ async fn accept_loop(
             tls: false,
         };
         let svc = service.clone();
+        let activity = Activity::new();
+        let requests = activity.clone();
         let hyper_service = service_fn(move |req: hyper::Request<Incoming>| {
+            let guard = requests.request_started();
             // Boxed: the request's future (about 4 KB) then lives only while a request
             // runs, not inline in every connection's task, idle keep-alive ones included.
             let response = Box::pin(svc.serve_request(req, info));
-            async move { Ok::<_, std::convert::Infallible>(response.await) }
+            async move {
+                let response = response.await;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| GuardedBody::new(body, guard)),
+                )
+            }
         });
+        let io = TrackedIo::new(stream, activity.clone());
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
+            .serve_connection_with_upgrades(TokioIo::new(io), hyper_service)
             .into_owned();
         let conn = graceful.watcher().watch(conn);
+        let timeouts = connections.timeouts;
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(%remote, error = %err, "client connection ended with an error");
+            match activity.watch(conn, timeouts).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(%remote, error = %err, "client connection ended with an error");
+                }
+                Err(Expired::Header) => {
+                    tracing::debug!(%remote, "closing a connection that sent no complete request head in time");
+                }
+                Err(Expired::KeepAlive) => {
+                    tracing::debug!(%remote, "closing an idle keep-alive connection");
+                }
             }
+            drop(permit);
         });
     }
 }

@@ -25,6 +25,7 @@ use crate::error::GatewayError;
 use crate::peer::{ConnInfo, Peer};
 use crate::resolve::{self, Resolution};
 use crate::snapshot::{SharedState, Snapshot};
+use crate::spool::SpoolLimits;
 use crate::{fastcgi, routing};
 
 /// The gateway as a `tower::Service<http::Request<B>>`. Cheap to clone.
@@ -174,8 +175,18 @@ where
             script_path: _,
             path_info,
         } => {
+            let buffering = tenant
+                .request_buffering
+                .unwrap_or(config.default_request_buffering);
+            let limits = SpoolLimits {
+                max_body: config.server.max_body,
+                body_timeout: config.server.body_timeout,
+                temp_dir: config.server.temp_dir.as_deref(),
+                max_spool_bytes: config.server.max_spool_bytes,
+                usage: &snapshot.spool_usage,
+            };
             let (body, content_length) =
-                fastcgi::request_body(&parts.headers, body, config.server.max_body).await?;
+                fastcgi::request_body(&parts.headers, body, buffering, &limits).await?;
             record.bytes_in = content_length.unwrap_or(0);
             let cgi = CgiRequest {
                 tenant: &tenant,

@@ -26,6 +26,9 @@ pub struct Snapshot {
     pub pool: fcgi_core::Pool,
     /// The page suspended tenants answer with.
     pub suspended_page: Bytes,
+    /// Disk in use by spooled request bodies; the same counter across reloads, so
+    /// `max_spool_bytes` bounds bodies spooled under an older snapshot too.
+    pub spool_usage: Arc<crate::spool::SpoolUsage>,
 }
 
 /// Why a snapshot could not be built from a valid config.
@@ -73,11 +76,13 @@ impl Snapshot {
                 })?),
                 None => error_page(http::StatusCode::SERVICE_UNAVAILABLE),
             };
+        let spool_usage = previous.map_or_else(Arc::default, |prev| prev.spool_usage.clone());
         Ok(Self {
             config: Arc::new(config),
             registry,
             pool,
             suspended_page,
+            spool_usage,
         })
     }
 }

@@ -316,6 +316,9 @@ fn new_tenant_item(tenant: &TenantSettings, max_concurrency: Option<i64>, inline
     if let Some(n) = max_concurrency {
         table.insert("max_concurrency", Item::Value(Value::from(n)));
     }
+    if let Some(buffering) = tenant.request_buffering {
+        table.insert("request_buffering", Item::Value(Value::from(buffering)));
+    }
     if inline {
         Item::Value(Value::InlineTable(table.into_inline_table()))
     } else {
@@ -370,6 +373,18 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantSettings, max_concurr
             let written = table.get("max_concurrency").and_then(Item::as_integer);
             if written != Some(n) {
                 set_value(table, "max_concurrency", Value::from(n));
+            }
+        }
+    }
+
+    match tenant.request_buffering {
+        None => {
+            table.remove("request_buffering");
+        }
+        Some(buffering) => {
+            let written = table.get("request_buffering").and_then(Item::as_bool);
+            if written != Some(buffering) {
+                set_value(table, "request_buffering", Value::from(buffering));
             }
         }
     }
@@ -554,6 +569,38 @@ max_concurrency = 2 # small plan
             )
         );
         assert_eq!(Config::load(&path).unwrap().tenants.len(), 3);
+    }
+
+    #[test]
+    fn request_buffering_is_written_changed_and_removed_with_the_tenant() {
+        let (_dir, path) = scratch(&valid_file());
+        let mut doc = ConfigDocument::load(&path).unwrap();
+        let mut streamed = tenant(&["centro3.example.org"], &[]);
+        streamed.request_buffering = Some(false);
+        doc.set_tenant("centro3", &streamed).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].request_buffering,
+            Some(false)
+        );
+        assert!(fs::read_to_string(&path)
+            .unwrap()
+            .contains("request_buffering = false\n"));
+
+        streamed.request_buffering = Some(true);
+        doc.set_tenant("centro3", &streamed).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].request_buffering,
+            Some(true)
+        );
+        streamed.request_buffering = None;
+        doc.set_tenant("centro3", &streamed).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].request_buffering,
+            None
+        );
+        assert!(!fs::read_to_string(&path)
+            .unwrap()
+            .contains("request_buffering"));
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Config {
     pub fastcgi: FastCgiConfig,
     /// `[defaults.params]`: params every tenant gets; a tenant's own params win.
     pub default_params: BTreeMap<String, String>,
+    /// `[defaults] request_buffering`: whether tenants that do not say read request
+    /// bodies whole before asking PHP-FPM (the default, `true`) or stream them.
+    pub default_request_buffering: bool,
     /// `[usage]`.
     pub usage: UsageConfig,
     /// `[tenants.NAME]`, by name.
@@ -88,6 +91,7 @@ impl fmt::Debug for Config {
                 "default_params",
                 &self.default_params.keys().collect::<Vec<_>>(),
             )
+            .field("default_request_buffering", &self.default_request_buffering)
             .field("usage", &self.usage)
             .field("tenants", &self.tenants)
             .finish()
@@ -176,6 +180,7 @@ impl Config {
             server,
             fastcgi,
             default_params: raw.defaults.params,
+            default_request_buffering: raw.defaults.request_buffering.unwrap_or(true),
             usage,
             tenants,
         })
@@ -440,6 +445,23 @@ max_concurrency = 4
             Config::parse(&HEAD.replace("\"app\"", "\"nope\""), "t.toml", dir.path()).unwrap_err();
         assert!(err.is_io());
         assert_eq!(err.line(), Some(6));
+    }
+
+    #[test]
+    fn request_buffering_is_on_by_default_and_set_in_defaults_or_per_tenant() {
+        let dir = scratch();
+        let config = parse(
+            dir.path(),
+            "[tenants.a]\nhosts = [\"a.example\"]\n[tenants.b]\nhosts = [\"b.example\"]\nrequest_buffering = false\n",
+        )
+        .unwrap();
+        assert!(config.default_request_buffering);
+        assert_eq!(config.tenants["a"].request_buffering, None);
+        assert_eq!(config.tenants["b"].request_buffering, Some(false));
+        let config = parse(dir.path(), "[defaults]\nrequest_buffering = false\n").unwrap();
+        assert!(!config.default_request_buffering);
+        let err = parse(dir.path(), "[defaults]\nrequest_buffering = \"no\"\n").unwrap_err();
+        assert!(err.is_syntax(), "{err}");
     }
 
     #[test]

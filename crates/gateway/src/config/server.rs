@@ -29,6 +29,14 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_QUEUE: usize = 4096;
 /// Most runtime worker threads `worker_threads` may ask for.
 pub const MAX_WORKER_THREADS: usize = 1024;
+/// Default time allowed between two reads of a request body; nginx's
+/// `client_body_timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time allowed from accepting a connection to a complete request head; nginx's
+/// `client_header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound on the disk taken by spooled request bodies at once.
+pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 1 << 30;
 
 /// The validated `[server]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +59,19 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// How long an idle client connection is kept open.
     pub keepalive_timeout: Duration,
+    /// How long a connection may take, from accept (or from its first byte after a
+    /// keep-alive pause), to send a complete request head.
+    pub header_timeout: Duration,
+    /// Longest pause between two reads of a request body (then 408).
+    pub body_timeout: Duration,
+    /// Most client connections open at once; `None` derives it from the open-file limit
+    /// at start (see [`crate::connection::limit::default_max_connections`]).
+    pub max_connections: Option<usize>,
+    /// Where request bodies too large for memory are spooled; the system's temporary
+    /// directory when `None`. Checked to be a directory at load time.
+    pub temp_dir: Option<PathBuf>,
+    /// Bound on the disk that spooled request bodies take at once (503 beyond).
+    pub max_spool_bytes: u64,
     /// HTML served with 503 for a disabled tenant; a built-in page when `None`. Resolved
     /// against the config file's directory and checked to be a file at load time.
     pub suspended_page: Option<PathBuf>,
@@ -115,6 +136,11 @@ pub(crate) struct RawServer {
     max_header_bytes: Option<ByteSize>,
     max_headers: Option<usize>,
     keepalive_timeout: Option<HumanDuration>,
+    header_timeout: Option<HumanDuration>,
+    body_timeout: Option<HumanDuration>,
+    max_connections: Option<usize>,
+    temp_dir: Option<PathBuf>,
+    max_spool_bytes: Option<ByteSize>,
     suspended_page: Option<PathBuf>,
     retry_after: Option<HumanDuration>,
     queue_timeout: Option<HumanDuration>,
@@ -222,6 +248,45 @@ impl RawServer {
                 .at(keys(&["server", "worker_threads"])));
             }
         }
+        let keepalive_timeout = positive(
+            self.keepalive_timeout,
+            DEFAULT_KEEPALIVE_TIMEOUT,
+            "server.keepalive_timeout",
+        )?;
+        let header_timeout = positive(
+            self.header_timeout,
+            DEFAULT_HEADER_TIMEOUT,
+            "server.header_timeout",
+        )?;
+        let body_timeout = positive(
+            self.body_timeout,
+            DEFAULT_BODY_TIMEOUT,
+            "server.body_timeout",
+        )?;
+        if self.max_connections == Some(0) {
+            return Err(
+                ConfigError::invalid("server.max_connections", "must be at least 1")
+                    .at(keys(&["server", "max_connections"])),
+            );
+        }
+        let temp_dir = match self.temp_dir {
+            None => None,
+            Some(dir) => {
+                let dir = base_dir.join(dir);
+                let at = keys(&["server", "temp_dir"]);
+                match fs::metadata(&dir) {
+                    Ok(meta) if meta.is_dir() => Some(dir),
+                    Ok(_) => {
+                        return Err(ConfigError::invalid(
+                            "server.temp_dir",
+                            format!("{} is not a directory", dir.display()),
+                        )
+                        .at(at))
+                    }
+                    Err(err) => return Err(ConfigError::io(&dir, err).at(at)),
+                }
+            }
+        };
         let suspended_page = match self.suspended_page {
             None => None,
             Some(page) => {
@@ -249,9 +314,14 @@ impl RawServer {
             max_body: self.max_body.map_or(DEFAULT_MAX_BODY, |s| s.0),
             max_header_bytes,
             max_headers,
-            keepalive_timeout: self
-                .keepalive_timeout
-                .map_or(DEFAULT_KEEPALIVE_TIMEOUT, |d| d.0),
+            keepalive_timeout,
+            header_timeout,
+            body_timeout,
+            max_connections: self.max_connections,
+            temp_dir,
+            max_spool_bytes: self
+                .max_spool_bytes
+                .map_or(DEFAULT_MAX_SPOOL_BYTES, |s| s.0),
             suspended_page,
             retry_after: self.retry_after.map_or(DEFAULT_RETRY_AFTER, |d| d.0),
             queue_timeout: self.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |d| d.0),
@@ -291,6 +361,22 @@ impl RawServer {
             );
         }
         Ok(Some(AdminToken(token)))
+    }
+}
+
+/// A timeout that must be above zero: a zero timeout would close every connection.
+fn positive(
+    value: Option<HumanDuration>,
+    default: Duration,
+    field: &'static str,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(HumanDuration(d)) if d.is_zero() => {
+            let path: Vec<&str> = field.split('.').collect();
+            Err(ConfigError::invalid(field, "must be above zero").at(keys(&path)))
+        }
+        Some(HumanDuration(d)) => Ok(d),
     }
 }
 
@@ -370,8 +456,42 @@ mod tests {
         assert_eq!(server.max_body, DEFAULT_MAX_BODY);
         assert_eq!(server.max_headers, 100);
         assert_eq!(server.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(server.header_timeout, Duration::from_secs(60));
+        assert_eq!(server.body_timeout, Duration::from_secs(60));
+        assert_eq!(server.max_connections, None);
+        assert_eq!(server.temp_dir, None);
+        assert_eq!(server.max_spool_bytes, 1 << 30);
         assert_eq!(server.admin, None);
         assert_eq!(server.worker_threads, None);
+    }
+
+    #[test]
+    fn connection_and_body_limits_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = raw(
+            "listen = \"127.0.0.1:8080\"\nheader_timeout = \"5s\"\nbody_timeout = \"7s\"\n\
+             max_connections = 100\ntemp_dir = \".\"\nmax_spool_bytes = \"10MiB\"",
+        )
+        .validate(dir.path())
+        .unwrap();
+        assert_eq!(server.header_timeout, Duration::from_secs(5));
+        assert_eq!(server.body_timeout, Duration::from_secs(7));
+        assert_eq!(server.max_connections, Some(100));
+        assert_eq!(server.temp_dir, Some(dir.path().join(".")));
+        assert_eq!(server.max_spool_bytes, 10 << 20);
+        for bad in [
+            "header_timeout = \"0s\"",
+            "body_timeout = \"0s\"",
+            "keepalive_timeout = \"0s\"",
+            "max_connections = 0",
+            "temp_dir = \"missing\"",
+        ] {
+            let err = raw(&format!("listen = \"127.0.0.1:8080\"\n{bad}"))
+                .validate(dir.path())
+                .unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.to_string().contains(key) || err.is_io(), "{bad}: {err}");
+        }
     }
 
     #[test]

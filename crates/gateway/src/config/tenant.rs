@@ -46,6 +46,11 @@ pub struct TenantSettings {
     /// tenant cannot take the whole shared pool.
     #[serde(default)]
     pub max_concurrency: Option<usize>,
+    /// Whether a request body is read whole before a PHP-FPM connection is taken
+    /// (`true`), or streamed to PHP-FPM as it arrives (`false`); `None` follows
+    /// `[defaults] request_buffering`.
+    #[serde(default)]
+    pub request_buffering: Option<bool>,
 }
 
 /// One tenant's validated settings: what [`TenantSettings::validate`] returns and
@@ -68,6 +73,9 @@ pub struct TenantConfig {
     pub enabled: bool,
     /// Cap on how many PHP-FPM connections this tenant may hold at once (at least 1).
     pub max_concurrency: Option<usize>,
+    /// Whether a request body is read whole before a PHP-FPM connection is taken
+    /// (`true`), or streamed as it arrives (`false`); `None` follows `[defaults]`.
+    pub request_buffering: Option<bool>,
 }
 
 fn enabled_by_default() -> bool {
@@ -85,6 +93,7 @@ macro_rules! tenant_impls {
                     params: BTreeMap::new(),
                     enabled: true,
                     max_concurrency: None,
+                    request_buffering: None,
                 }
             }
         }
@@ -96,6 +105,7 @@ macro_rules! tenant_impls {
                     .field("params", &self.params.keys().collect::<Vec<_>>())
                     .field("enabled", &self.enabled)
                     .field("max_concurrency", &self.max_concurrency)
+                    .field("request_buffering", &self.request_buffering)
                     .finish()
             }
         }
@@ -315,6 +325,7 @@ impl TenantSettings {
             params: self.params,
             enabled: self.enabled,
             max_concurrency: self.max_concurrency,
+            request_buffering: self.request_buffering,
         };
         Ok((tenant, patterns))
     }
@@ -385,6 +396,7 @@ fn deserialize_param_map<'de, D: Deserializer<'de>>(
 pub(crate) struct RawDefaults {
     #[serde(default, deserialize_with = "deserialize_param_map")]
     pub(crate) params: BTreeMap<String, String>,
+    pub(crate) request_buffering: Option<bool>,
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub struct Tenant {
     pub enabled: bool,
     /// Optional cap on this tenant's share of the PHP-FPM pool.
     pub max_concurrency: Option<usize>,
+    /// Read request bodies whole before asking PHP-FPM (`Some(true)`) or stream them
+    /// (`Some(false)`); `None` follows `[defaults] request_buffering`.
+    pub request_buffering: Option<bool>,
     /// Whether any name in `params` starts with `HTTP_`. Validation forbids it, so this
     /// is normally false and the per-request header filter skips hashing each header
     /// name against `param_names`; it exists so that filter stays correct if the rule
@@ -87,6 +90,7 @@ impl Tenant {
             param_names,
             enabled: config.enabled,
             max_concurrency: config.max_concurrency,
+            request_buffering: config.request_buffering,
             shadows_headers,
         })
     }
@@ -101,6 +105,7 @@ impl fmt::Debug for Tenant {
             .field("params", &self.params)
             .field("enabled", &self.enabled)
             .field("max_concurrency", &self.max_concurrency)
+            .field("request_buffering", &self.request_buffering)
             .finish()
     }
 }

@@ -23,6 +23,9 @@ pub struct TenantView<'a> {
     pub enabled: bool,
     /// Its cap on PHP-FPM connections, if any.
     pub max_concurrency: Option<usize>,
+    /// Whether it reads request bodies whole first; absent when it follows `[defaults]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_buffering: Option<bool>,
     /// Its own params, secret values shown as [`MASK`].
     pub params: BTreeMap<&'a str, &'a str>,
 }
@@ -35,6 +38,7 @@ impl<'a> TenantView<'a> {
             hosts: &tenant.hosts,
             enabled: tenant.enabled,
             max_concurrency: tenant.max_concurrency,
+            request_buffering: tenant.request_buffering,
             params: masked(&tenant.params),
         }
     }
