@@ -322,6 +322,7 @@ pub fn tenants_add(
         params: params.into_iter().collect(),
         enabled,
         max_concurrency,
+        ..TenantConfig::default()
     };
     doc.set_tenant(name, &tenant)?;
     let config = doc.save()?;

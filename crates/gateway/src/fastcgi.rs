@@ -97,6 +97,9 @@ where
     };
     let mut params = Params::with_capacity(crate::cgi::params::params_capacity(&ctx));
     crate::cgi::params::build_params(&ctx, &mut params).map_err(params_error)?;
+    if let Some(session) = conn.tls_session {
+        crate::cgi::params::add_tls_session(&mut params, session).map_err(params_error)?;
+    }
     let tenant_name = php.tenant.name.clone();
     // Decided here from what is known, rather than by fcgi-core scanning the params.
     let replayable = length.unwrap_or(0) == 0

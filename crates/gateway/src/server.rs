@@ -47,10 +47,11 @@ impl Default for ServerLimits {
     }
 }
 
-/// Serves `service` on every listener until `shutdown` completes, then waits (up to the
+/// Serves `service` on every listener (and HTTPS on `tls`'s) until `shutdown` completes, then waits (up to the
 /// grace period) for open connections to finish their requests.
 pub async fn serve(
     listeners: Vec<TcpListener>,
+    tls: Option<crate::tls::listener::TlsListeners>,
     service: GatewayService,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
@@ -74,7 +75,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();
-    let accept_tasks: Vec<_> = listeners
+    let mut accept_tasks: Vec<_> = listeners
         .into_iter()
         .map(|listener| {
             tokio::spawn(accept_loop(
@@ -86,6 +87,14 @@ pub async fn serve(
             ))
         })
         .collect();
+    if let Some(tls) = tls {
+        accept_tasks.extend(tls.spawn(
+            service.clone(),
+            builder.clone(),
+            graceful.clone(),
+            stop.clone(),
+        ));
+    }
     shutdown.await;
     stop.cancel();
     for task in accept_tasks {
@@ -136,6 +145,7 @@ async fn accept_loop(
             remote,
             local,
             tls: false,
+            tls_session: None,
         };
         let svc = service.clone();
         let hyper_service = service_fn(move |req: hyper::Request<Incoming>| {

@@ -34,6 +34,8 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Whether the connection was TLS (terminated in front of us or by an embedder).
     pub tls: bool,
+    /// What our own TLS listener negotiated (`SSL_PROTOCOL`, `SSL_CIPHER`).
+    pub tls_session: Option<crate::tls::TlsSession>,
 }
 
 impl Default for ConnInfo {
@@ -43,6 +45,7 @@ impl Default for ConnInfo {
             remote: unspecified,
             local: unspecified,
             tls: false,
+            tls_session: None,
         }
     }
 }
@@ -116,6 +119,9 @@ where
     B::Error: Into<BoxError> + std::fmt::Display + Send,
 {
     let snapshot = state.load();
+    if let Some(answer) = crate::tls::listener::plain_http_answer(&state, &snapshot, &req, conn) {
+        return answer;
+    }
     let head = req.method() == Method::HEAD;
     let mut record = Box::new(RequestRecord::new(
         state.telemetry.clone(),

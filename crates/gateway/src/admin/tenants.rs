@@ -34,6 +34,11 @@ struct TenantView<'a> {
     enabled: bool,
     max_concurrency: Option<usize>,
     params: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<&'a crate::tls::TlsSetting>,
+    /// Automatic certificates by host (`GET /tenants/{name}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificates: Option<BTreeMap<String, crate::tls::HostCertStatus>>,
 }
 
 impl<'a> TenantView<'a> {
@@ -48,6 +53,8 @@ impl<'a> TenantView<'a> {
                 .iter()
                 .map(|(key, value)| (key.as_str(), displayed_param_value(key, value)))
                 .collect(),
+            tls: tenant.tls.as_ref(),
+            certificates: None,
         }
     }
 }
@@ -174,7 +181,16 @@ fn respond_with_tenant(
         .tenants
         .get(name)
         .ok_or_else(|| ApiError::UnknownTenant(name.to_owned()))?;
-    Ok(json_response(status, &TenantView::new(name, tenant)))
+    let mut view = TenantView::new(name, tenant);
+    view.certificates = Some(
+        state
+            .tls
+            .statuses()
+            .into_iter()
+            .filter(|(_, cert)| cert.tenant == name)
+            .collect(),
+    );
+    Ok(json_response(status, &view))
 }
 
 /// Replaces each secret param sent as [`MASK`] with the value in service. A mask for a

@@ -108,6 +108,22 @@ pub enum ParamsBuildError {
     },
 }
 
+/// Adds `SSL_PROTOCOL` and `SSL_CIPHER` (as nginx's `fastcgi_params` does) for a request
+/// that came over the gateway's own TLS listener.
+pub fn add_tls_session(
+    params: &mut Params,
+    session: crate::tls::TlsSession,
+) -> Result<(), ParamsBuildError> {
+    let fixed = |_| ParamsBuildError::UriTooLong {
+        param: "CGI variable",
+    };
+    params
+        .insert("SSL_PROTOCOL", session.protocol)
+        .map_err(fixed)?;
+    params.insert("SSL_CIPHER", session.cipher).map_err(fixed)?;
+    Ok(())
+}
+
 /// A size for the params buffer that usually avoids regrowing it: the header bytes, the
 /// tenant's params and room for the CGI variables.
 pub fn params_capacity(ctx: &CgiContext<'_>) -> usize {

@@ -63,6 +63,8 @@ pub struct Config {
     pub usage: UsageConfig,
     /// `[tenants.NAME]`, by name.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// `[tls]` and `[defaults] tls`.
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// The validated `[usage]` table.
@@ -88,6 +90,7 @@ impl fmt::Debug for Config {
             )
             .field("usage", &self.usage)
             .field("tenants", &self.tenants)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -104,6 +107,8 @@ struct RawConfig {
     usage: RawUsage,
     #[serde(default)]
     tenants: BTreeMap<String, TenantConfig>,
+    #[serde(default)]
+    tls: crate::tls::config::RawTls,
 }
 
 #[derive(Default, Deserialize)]
@@ -160,6 +165,8 @@ impl Config {
 
         let mut tenants = raw.tenants;
         check_tenants(&mut tenants)?;
+        let tls =
+            crate::tls::config::validate(raw.tls, raw.defaults.tls, &server, &tenants, base_dir)?;
 
         let usage = UsageConfig {
             database: raw.usage.database.map(|db| base_dir.join(db)),
@@ -177,6 +184,7 @@ impl Config {
             default_params: raw.defaults.params,
             usage,
             tenants,
+            tls,
         })
     }
 }

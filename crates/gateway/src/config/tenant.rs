@@ -39,6 +39,8 @@ pub const RESERVED_PARAM_NAMES: &[&str] = &[
     "REDIRECT_STATUS",
     "PATH_INFO",
     "PATH_TRANSLATED",
+    "SSL_PROTOCOL",
+    "SSL_CIPHER",
 ];
 
 /// One tenant's settings, as deserialized from `[tenants.NAME]`.
@@ -66,6 +68,10 @@ pub struct TenantConfig {
     /// tenant cannot take the whole shared pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<usize>,
+    /// How the tenant's hosts get a certificate; `[defaults] tls` (or the built-in
+    /// default, see [`crate::tls::TlsConfig::setting_for`]) when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsSetting>,
 }
 
 fn enabled_by_default() -> bool {
@@ -79,6 +85,7 @@ impl Default for TenantConfig {
             params: BTreeMap::new(),
             enabled: true,
             max_concurrency: None,
+            tls: None,
         }
     }
 }
@@ -90,6 +97,7 @@ impl fmt::Debug for TenantConfig {
             .field("params", &self.params.keys().collect::<Vec<_>>())
             .field("enabled", &self.enabled)
             .field("max_concurrency", &self.max_concurrency)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -367,6 +375,9 @@ fn deserialize_param_map<'de, D: Deserializer<'de>>(
 pub(crate) struct RawDefaults {
     #[serde(default, deserialize_with = "deserialize_param_map")]
     pub(crate) params: BTreeMap<String, String>,
+    /// `[defaults] tls`.
+    #[serde(default)]
+    pub(crate) tls: Option<crate::tls::TlsSetting>,
 }
 
 #[cfg(test)]
