@@ -344,3 +344,46 @@ async fn a_tenant_added_through_the_admin_api_is_served_over_https_and_a_removed
     assert!(gateway.state.tls.status_of("c.test").is_none());
     gateway.stopped().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_nonce_answers_from_the_ca_are_retried() {
+    if !Pebble::available() {
+        return;
+    }
+    let site = Site::new();
+    let pebble = site.pebble(3600).await;
+    site.write_config(&pebble, "tls-alpn-01", &["n0.test"]);
+    let gateway = site.start().await;
+    let root = pebble.issuing_root().await;
+    gateway.wait_for_leaf(&root, "n0.test").await;
+    // Pebble rejects 5 % of nonces at random (PEBBLE_WFE_NONCEREJECT): add tenants until
+    // the CA has answered badNonce at least once; every order must still succeed.
+    let mut tenants = 1;
+    while gateway.state.tls.bad_nonces() == 0 && tenants < 25 {
+        let body = format!(r#"{{"hosts": ["n{tenants}.test"]}}"#);
+        let reply = gateway
+            .admin("PUT", &format!("/tenants/n{tenants}"), Some(&body))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        gateway
+            .wait_for_leaf(&root, &format!("n{tenants}.test"))
+            .await;
+        tenants += 1;
+    }
+    let bad_nonces = gateway.state.tls.bad_nonces();
+    assert!(bad_nonces > 0, "no badNonce in {tenants} orders");
+    for (host, status) in gateway.state.tls.statuses() {
+        assert_eq!((status.state, status.failures), ("valid", 0), "{host}");
+    }
+    let metrics = gateway.admin("GET", "/metrics", None).await.text();
+    assert!(
+        metrics.contains(&format!("gateway_tls_acme_bad_nonces_total {bad_nonces}\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gateway_tls_acme_order_failures_total 0\n"));
+    assert!(
+        metrics.contains("gateway_tls_certificate_expiry_seconds{tenant=\"n0\",host=\"n0.test\"} ")
+    );
+    eprintln!("{bad_nonces} badNonce answers retried over {tenants} orders");
+    gateway.stopped().await;
+}

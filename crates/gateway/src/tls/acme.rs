@@ -72,6 +72,9 @@ pub enum AcmeError {
         /// What is wrong.
         reason: String,
     },
+    /// The HTTP client for the CA could not be set up.
+    #[error(transparent)]
+    Client(#[from] super::acme_client::ClientError),
     /// The order took longer than allowed.
     #[error("the order did not finish within {0:?}")]
     Timeout(Duration),
@@ -221,7 +224,7 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
                 }
                 let acct = match &account {
                     Some((_, acct)) => acct.clone(),
-                    None => match load_or_create_account(&acme, &state_dir).await {
+                    None => match load_or_create_account(&acme, &state_dir, &state.tls).await {
                         Ok(acct) => {
                             account = Some((acme.clone(), acct.clone()));
                             acct
@@ -397,11 +400,16 @@ async fn check_ari(account: &Account, cert: &LoadedCert, host: &mut HostState, n
 }
 
 /// The account in `state_dir/account.json`, or a new one (saved there) when absent.
-async fn load_or_create_account(acme: &AcmeConfig, state_dir: &Path) -> Result<Account, AcmeError> {
+async fn load_or_create_account(
+    acme: &AcmeConfig,
+    state_dir: &Path,
+    runtime: &Arc<TlsRuntime>,
+) -> Result<Account, AcmeError> {
     let path = state_dir.join("account.json");
-    let builder = || match &acme.ca_root {
-        Some(root) => Account::builder_with_root(root),
-        None => Account::builder(),
+    let builder = || -> Result<_, AcmeError> {
+        let client =
+            super::acme_client::CountingClient::new(acme.ca_root.as_deref(), runtime.clone())?;
+        Ok(Account::builder_with_http(Box::new(client)))
     };
     match std::fs::read(&path) {
         Ok(bytes) => {

@@ -7,12 +7,14 @@
 //! - [`sni`]: which certificate a ClientHello gets (or none: unknown names are refused).
 //! - [`listener`]: the TLS accept path (handshake, ALPN h2/http1.1, 421 on a Host of
 //!   another tenant, HSTS) and what plain HTTP answers for TLS (redirects, HTTP-01).
+//! - [`acme_client`]: the HTTP client of the ACME account (counts `badNonce` retries).
 //! - [`acme`]: ordering and renewing certificates, driven by snapshot swaps.
 //!
 //! The [`TlsRuntime`] lives in the shared state beside the snapshot: certificates change
 //! without a reload, and a reload never drops them.
 
 pub mod acme;
+pub mod acme_client;
 pub mod certs;
 pub mod config;
 pub mod listener;
@@ -77,6 +79,8 @@ pub struct TlsRuntime {
     orders: AtomicU64,
     /// Failed orders since start.
     order_failures: AtomicU64,
+    /// `badNonce` answers from the CA (each retried by `instant-acme`).
+    bad_nonces: AtomicU64,
     /// Bumped whenever an automatic certificate is installed: handshakes waiting for a
     /// host still being issued watch it.
     installed: tokio::sync::watch::Sender<u64>,
@@ -97,6 +101,7 @@ impl Default for TlsRuntime {
             status: Mutex::default(),
             orders: AtomicU64::new(0),
             order_failures: AtomicU64::new(0),
+            bad_nonces: AtomicU64::new(0),
             installed: tokio::sync::watch::Sender::new(0),
             swaps: tokio::sync::watch::Sender::new(0),
             https_port: AtomicU16::new(0),
@@ -235,6 +240,16 @@ impl TlsRuntime {
             "# HELP gateway_tls_acme_order_failures_total ACME orders that failed.\n# TYPE gateway_tls_acme_order_failures_total counter\ngateway_tls_acme_order_failures_total {}",
             self.order_failures.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP gateway_tls_acme_bad_nonces_total badNonce answers from the ACME server (each retried).\n# TYPE gateway_tls_acme_bad_nonces_total counter\ngateway_tls_acme_bad_nonces_total {}",
+            self.bad_nonces()
+        );
+    }
+
+    /// How many `badNonce` answers the CA gave since start (each one retried).
+    pub fn bad_nonces(&self) -> u64 {
+        self.bad_nonces.load(Ordering::Relaxed)
     }
 
     /// How many ACME orders were placed since start.
