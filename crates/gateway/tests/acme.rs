@@ -309,6 +309,19 @@ async fn a_tenant_added_through_the_admin_api_is_served_over_https_and_a_removed
         .expect("renew_at");
     let c_cert = std::fs::read(site.path("state/certificates/c.test.crt")).unwrap();
 
+    // A suspended tenant keeps its certificate: its 503 page is served over HTTPS.
+    let reply = gateway.admin("POST", "/tenants/c/suspend", None).await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let tls = connect(
+        gateway.tls,
+        client_config(std::slice::from_ref(&root), &[b"h2"]),
+        "c.test",
+    )
+    .await
+    .expect("a suspended tenant's certificate is still served");
+    let (reply, _) = send(tls, get("c.test", "/")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+
     let reply = gateway.admin("DELETE", "/tenants/c", None).await;
     assert!(reply.status.is_success(), "{}", reply.text());
     assert!(gateway.state.tls.status_of("c.test").is_none());

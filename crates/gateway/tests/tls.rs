@@ -132,6 +132,9 @@ async fn each_tenant_gets_its_own_certificate_by_sni() {
 
     let tls = connect(gw.tls, gw.client(&[]), "b.example").await.unwrap();
     assert_eq!(peer_leaf(&tls), gw.leaf_b);
+    // SNI is case-insensitive, like Host.
+    let tls = connect(gw.tls, gw.client(&[]), "B.Example").await.unwrap();
+    assert_eq!(peer_leaf(&tls), gw.leaf_b);
 
     // A wildcard host with a file certificate.
     let (reply, _) = gw

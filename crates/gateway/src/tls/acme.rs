@@ -80,19 +80,33 @@ pub enum AcmeError {
     Timeout(Duration),
 }
 
-/// The hosts that should have an automatic certificate: host → tenant.
-pub fn wanted_hosts(snapshot: &Snapshot) -> BTreeMap<String, String> {
+/// A host whose tenant has `tls = "acme"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeHost {
+    /// The tenant.
+    pub tenant: String,
+    /// Whether the tenant is enabled: only then is a certificate ordered or renewed. A
+    /// suspended tenant's certificate stays in service (its 503 page is served over HTTPS).
+    pub enabled: bool,
+}
+
+/// The exact hosts of tenants with `tls = "acme"`, by host.
+pub fn acme_hosts(snapshot: &Snapshot) -> BTreeMap<String, AcmeHost> {
     let config = &snapshot.config;
     let mut wanted = BTreeMap::new();
     if config.tls.acme.is_none() || config.server.tls_listen.is_empty() {
         return wanted;
     }
     for (name, tenant) in &config.tenants {
-        if !tenant.enabled || *config.tls.setting_for(tenant) != TlsSetting::Acme {
+        if *config.tls.setting_for(tenant) != TlsSetting::Acme {
             continue;
         }
         for host in tenant.hosts.iter().filter(|h| !h.starts_with("*.")) {
-            wanted.insert(host.clone(), name.clone());
+            let entry = AcmeHost {
+                tenant: name.clone(),
+                enabled: tenant.enabled,
+            };
+            wanted.insert(host.clone(), entry);
         }
     }
     wanted
@@ -137,13 +151,15 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
     let runtime = &state.tls;
     let mut swaps = runtime.swaps.subscribe();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+    let (ari_tx, mut ari_rx) = mpsc::unbounded_channel::<AriAnswer>();
+    let ari_slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ORDERS));
     let mut hosts: HashMap<String, HostState> = HashMap::new();
     let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut recent_orders: VecDeque<tokio::time::Instant> = VecDeque::new();
     let mut account: Option<(AcmeConfig, Account)> = None;
     loop {
         let snapshot = state.load();
-        let wanted = wanted_hosts(&snapshot);
+        let wanted = acme_hosts(&snapshot);
         // Hosts no longer wanted: stop serving, renewing and ordering for them.
         runtime.retain_hosts(|host| wanted.contains_key(host));
         hosts.retain(|host, _| wanted.contains_key(host));
@@ -161,7 +177,8 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
                 account = None;
             }
             let now = now_secs();
-            for (host, tenant) in &wanted {
+            let mut from_disk = Vec::new();
+            for (host, AcmeHost { tenant, enabled }) in &wanted {
                 let host_state = hosts.entry(host.clone()).or_default();
                 let mut current = runtime.acme_cert(host);
                 if current.is_none() {
@@ -174,19 +191,28 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
                                 not_after = loaded.not_after,
                                 "certificate loaded from the state directory"
                             );
-                            runtime.install(host, loaded.clone());
+                            from_disk.push((host.clone(), loaded.clone()));
                             current = Some(loaded);
                         }
                     }
                 }
-                if running.contains_key(host) {
+                if running.contains_key(host) || !enabled {
                     continue;
                 }
                 let due = match &current {
                     None => now,
                     Some(cert) => {
                         if let Some((_, acct)) = &account {
-                            check_ari(acct, cert, host_state, now).await;
+                            if host_state.ari_next_check <= now {
+                                host_state.ari_next_check = now + ARI_MIN_INTERVAL;
+                                tokio::spawn(check_ari(
+                                    acct.clone(),
+                                    cert.clone(),
+                                    host.clone(),
+                                    ari_slots.clone(),
+                                    ari_tx.clone(),
+                                ));
+                            }
                         }
                         let due = host_state
                             .ari_renew_at
@@ -284,6 +310,7 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
                     }),
                 );
             }
+            runtime.install_many(from_disk);
         }
         drop(snapshot);
         tokio::select! {
@@ -299,6 +326,14 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
                 while let Ok(finished) = done_rx.try_recv() {
                     running.remove(&finished.host);
                     finish(runtime, &mut hosts, finished);
+                }
+            }
+            Some(answer) = ari_rx.recv() => {
+                if let Some(host) = hosts.get_mut(&answer.host) {
+                    if answer.renew_at.is_some() {
+                        host.ari_renew_at = answer.renew_at;
+                    }
+                    host.ari_next_check = answer.next_check;
                 }
             }
             () = tokio::time::sleep_until(wake) => {}
@@ -379,24 +414,43 @@ fn identifier_of(cert: &LoadedCert) -> Option<CertificateIdentifier<'static>> {
         .map(CertificateIdentifier::into_owned)
 }
 
-/// Asks the CA when to renew (RFC 9773), at most once per [`ARI_MIN_INTERVAL`]; a CA
-/// without ARI leaves the third-of-lifetime rule alone.
-async fn check_ari(account: &Account, cert: &LoadedCert, host: &mut HostState, now: i64) {
-    if host.ari_next_check > now {
-        return;
-    }
-    host.ari_next_check = now + ARI_MIN_INTERVAL;
-    let Some(id) = identifier_of(cert) else {
+/// The CA's renewal information for one host.
+struct AriAnswer {
+    host: String,
+    /// The start of the suggested renewal window, when the CA gave one.
+    renew_at: Option<i64>,
+    /// When to ask again.
+    next_check: i64,
+}
+
+/// Asks the CA when to renew (RFC 9773) in a task of its own (a slow CA must not hold up
+/// the manager), at most once per [`ARI_MIN_INTERVAL`] per host; a CA without ARI leaves
+/// the third-of-lifetime rule alone.
+async fn check_ari(
+    account: Account,
+    cert: LoadedCert,
+    host: String,
+    slots: Arc<tokio::sync::Semaphore>,
+    answers: mpsc::UnboundedSender<AriAnswer>,
+) {
+    let Ok(_slot) = slots.acquire().await else {
         return;
     };
-    let info = tokio::time::timeout(Duration::from_secs(10), account.renewal_info(&id)).await;
-    if let Ok(Ok((info, retry_after))) = info {
-        host.ari_renew_at = Some(info.suggested_window.start.unix_timestamp());
-        host.ari_next_check = now
-            + i64::try_from(retry_after.as_secs())
-                .unwrap_or(i64::MAX / 2)
-                .max(ARI_MIN_INTERVAL);
+    let now = now_secs();
+    let mut answer = AriAnswer {
+        host,
+        renew_at: None,
+        next_check: now + ARI_MIN_INTERVAL,
+    };
+    if let Some(id) = identifier_of(&cert) {
+        let info = tokio::time::timeout(Duration::from_secs(10), account.renewal_info(&id)).await;
+        if let Ok(Ok((info, retry_after))) = info {
+            answer.renew_at = Some(info.suggested_window.start.unix_timestamp());
+            let retry = i64::try_from(retry_after.as_secs()).unwrap_or(i64::MAX / 2);
+            answer.next_check = now.saturating_add(retry.max(ARI_MIN_INTERVAL));
+        }
     }
+    let _ = answers.send(answer);
 }
 
 /// The account in `state_dir/account.json`, or a new one (saved there) when absent.
@@ -541,4 +595,37 @@ fn alpn_challenge_cert(
         vec![cert.der().clone()],
         signing_key,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_minute_up_to_a_day() {
+        assert_eq!(backoff(1), Duration::from_secs(60));
+        assert_eq!(backoff(2), Duration::from_secs(120));
+        assert_eq!(backoff(5), Duration::from_secs(16 * 60));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn renewal_falls_due_with_a_third_of_the_lifetime_left() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = cert.pem();
+        let loaded = certs::parse_pair(
+            pem.as_bytes(),
+            key.serialize_pem().as_bytes(),
+            Path::new("a.crt"),
+            Path::new("a.key"),
+        )
+        .unwrap();
+        let lifetime = loaded.not_after - loaded.not_before;
+        assert_eq!(renew_at(&loaded), loaded.not_after - lifetime / 3);
+    }
 }

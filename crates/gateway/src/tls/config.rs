@@ -243,3 +243,56 @@ pub(crate) fn validate(
     }
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(toml_value: &str) -> Result<TlsSetting, String> {
+        #[derive(Deserialize)]
+        struct Holder {
+            tls: TlsSetting,
+        }
+        toml::from_str::<Holder>(&format!("tls = {toml_value}"))
+            .map(|h| h.tls)
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn tls_is_acme_off_or_a_pair_of_files() {
+        assert_eq!(setting("\"acme\""), Ok(TlsSetting::Acme));
+        assert_eq!(setting("\"off\""), Ok(TlsSetting::Off));
+        assert_eq!(
+            setting("{ cert = \"c.pem\", key = \"k.pem\" }"),
+            Ok(TlsSetting::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        assert!(setting("\"letsencrypt\"")
+            .unwrap_err()
+            .contains("\"acme\", \"off\""));
+        assert!(setting("{ cert = \"c.pem\" }").is_err());
+    }
+
+    #[test]
+    fn a_tenant_without_tls_takes_the_default_then_acme_when_a_ca_is_configured() {
+        let mut config = TlsConfig::default();
+        let tenant = TenantConfig::default();
+        assert_eq!(config.setting_for(&tenant), &TlsSetting::Off);
+        config.acme = Some(AcmeConfig {
+            directory: "https://ca.example/dir".into(),
+            email: None,
+            challenge: AcmeChallenge::TlsAlpn01,
+            ca_root: None,
+        });
+        assert_eq!(config.setting_for(&tenant), &TlsSetting::Acme);
+        config.default_setting = Some(TlsSetting::Off);
+        assert_eq!(config.setting_for(&tenant), &TlsSetting::Off);
+        let own = TenantConfig {
+            tls: Some(TlsSetting::Acme),
+            ..TenantConfig::default()
+        };
+        assert_eq!(config.setting_for(&own), &TlsSetting::Acme);
+    }
+}

@@ -135,6 +135,20 @@ impl TlsRuntime {
         self.installed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Installs many automatic certificates at once (those read back from the state
+    /// directory at start): one copy of the map instead of one per certificate.
+    pub fn install_many(&self, certs: Vec<(String, LoadedCert)>) {
+        if certs.is_empty() {
+            return;
+        }
+        self.acme.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.extend(certs.iter().cloned());
+            next
+        });
+        self.installed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Drops automatic certificates and states of hosts `keep` rejects.
     pub fn retain_hosts(&self, keep: impl Fn(&str) -> bool) {
         if self.acme.load().keys().any(|host| !keep(host)) {
