@@ -29,7 +29,7 @@ struct TlsGateway {
     leaf_a: CertificateDer<'static>,
     leaf_b: CertificateDer<'static>,
     _stop: oneshot::Sender<()>,
-    _fpm: Fpm,
+    fpm: Fpm,
 }
 
 impl TlsGateway {
@@ -92,7 +92,7 @@ tls = "off"
             leaf_a,
             leaf_b,
             _stop: stop,
-            _fpm: fpm,
+            fpm,
         }
     }
 
@@ -354,4 +354,21 @@ fn a_wildcard_host_with_acme_is_refused_at_load() {
         err.to_string().contains("needs a file certificate"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_are_answered_over_https_as_over_http() {
+    let mut gw = TlsGateway::start().await;
+    gw.fpm.kill().expect("stop php-fpm");
+    let (reply, _) = gw.get("a.example", "a.example", "/params.php").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    let reply = send_to(
+        gw.plain,
+        Request::get("/params.php")
+            .header("host", "plain.example")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
 }
