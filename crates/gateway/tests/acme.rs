@@ -18,6 +18,7 @@ use gateway::Gateway;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use rustls::pki_types::CertificateDer;
+use support::logs::LogCapture;
 use support::multi_tenant::send_to;
 use support::pebble::{free_port, until, Pebble};
 use support::tls_client::{client_config, connect, get, peer_leaf, send};
@@ -363,6 +364,8 @@ async fn bad_nonce_answers_from_the_ca_are_retried() {
     if !Pebble::available() {
         return;
     }
+    // Every thread's logs, to show why an order failed, if one did.
+    LogCapture::global();
     let site = Site::new();
     let pebble = site.pebble(3600).await;
     site.write_config(&pebble, "tls-alpn-01", &["n0.test"]);
@@ -384,6 +387,12 @@ async fn bad_nonce_answers_from_the_ca_are_retried() {
         tenants += 1;
     }
     let bad_nonces = gateway.state.tls.bad_nonces();
+    let failures: Vec<String> = LogCapture::global()
+        .lines()
+        .into_iter()
+        .filter(|line| line.contains("order failed"))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
     assert!(bad_nonces > 0, "no badNonce in {tenants} orders");
     for (host, status) in gateway.state.tls.statuses() {
         assert_eq!((status.state, status.failures), ("valid", 0), "{host}");
@@ -398,5 +407,70 @@ async fn bad_nonce_answers_from_the_ca_are_retried() {
         metrics.contains("gateway_tls_certificate_expiry_seconds{tenant=\"n0\",host=\"n0.test\"} ")
     );
     eprintln!("{bad_nonces} badNonce answers retried over {tenants} orders");
+    gateway.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_wait_a_bounded_time_then_fail_cleanly_when_the_ca_is_unreachable() {
+    // No CA listens on this port: no pebble needed.
+    let site = Site::new();
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+tls_listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[fastcgi]
+upstream = {upstream:?}
+root = {root:?}
+
+[tls]
+state_dir = "state"
+acme_directory = "https://127.0.0.1:{port}/dir"
+
+[tenants.u]
+hosts = ["u.test"]
+"#,
+        upstream = site._fpm.address().to_upstream_string(),
+        root = fixtures_dir().display().to_string(),
+        port = free_port(),
+    );
+    std::fs::write(site.path("tenants.toml"), text).unwrap();
+    let gateway = site.start().await;
+    let started = Instant::now();
+    let err = connect(gateway.tls, client_config(&[], &[b"h2"]), "u.test")
+        .await
+        .expect_err("no certificate can be issued");
+    let waited = started.elapsed();
+    let alert = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .cloned();
+    assert_eq!(
+        alert,
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::InternalError
+        )),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_secs(7) && waited < Duration::from_secs(15),
+        "the handshake waited {waited:?}"
+    );
+    let view = gateway.admin("GET", "/tenants/u", None).await.json();
+    let cert = &view["certificates"]["u.test"];
+    assert_eq!(cert["state"], "failed", "{view}");
+    assert!(
+        cert["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ACME account unavailable")),
+        "{view}"
+    );
+    assert!(cert["retry_at"].as_i64().is_some());
+    let metrics = gateway.admin("GET", "/metrics", None).await.text();
+    assert!(
+        metrics.contains("gateway_tls_certificate_failures{tenant=\"u\",host=\"u.test\"} 1\n"),
+        "{metrics}"
+    );
     gateway.stopped().await;
 }

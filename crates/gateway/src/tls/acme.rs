@@ -46,6 +46,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const MAX_CONCURRENT_ORDERS: usize = 4;
 /// Longest one order may take, challenges and polling included.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the account to be loaded or created.
+const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often renewal information (ARI) is asked again at most.
 const ARI_MIN_INTERVAL: i64 = 3600;
 
@@ -157,12 +159,24 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
     let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut recent_orders: VecDeque<tokio::time::Instant> = VecDeque::new();
     let mut account: Option<(AcmeConfig, Account)> = None;
+    let mut account_failures = 0u32;
+    let mut account_retry_at = 0i64;
+    let mut account_error: Option<String> = None;
+    // The settings the last failed account attempt used: new ones are tried at once.
+    let mut failed_with: Option<AcmeConfig> = None;
     loop {
+        // Outcomes first: a finished order must be installed before its host is looked
+        // at, or the pass would see no certificate and order a second one.
+        while let Ok(finished) = done_rx.try_recv() {
+            running.remove(&finished.host);
+            finish(runtime, &mut hosts, finished);
+        }
         let snapshot = state.load();
         let wanted = acme_hosts(&snapshot);
         // Hosts no longer wanted: stop serving, renewing and ordering for them.
         runtime.retain_hosts(|host| wanted.contains_key(host));
         hosts.retain(|host, _| wanted.contains_key(host));
+        // A task that finished without reporting (it panicked) is forgotten too.
         running.retain(|host, task| {
             let keep = wanted.contains_key(host) && !task.is_finished();
             if !keep {
@@ -175,6 +189,10 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
             let state_dir = snapshot.config.tls.state_dir.clone();
             if account.as_ref().is_some_and(|(config, _)| *config != acme) {
                 account = None;
+            }
+            if failed_with.as_ref().is_some_and(|config| *config != acme) {
+                failed_with = None;
+                account_retry_at = 0;
             }
             let now = now_secs();
             let mut from_disk = Vec::new();
@@ -248,30 +266,43 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
                     }
                     continue;
                 }
-                let acct = match &account {
-                    Some((_, acct)) => acct.clone(),
-                    None => match load_or_create_account(&acme, &state_dir, &state.tls).await {
+                // Without an account nothing can be ordered: one attempt (and one
+                // backoff) for all hosts, not one per host.
+                if account.is_none() && account_retry_at <= now {
+                    let attempt = tokio::time::timeout(
+                        ACCOUNT_TIMEOUT,
+                        load_or_create_account(&acme, &state_dir, &state.tls),
+                    )
+                    .await
+                    .unwrap_or(Err(AcmeError::Timeout(ACCOUNT_TIMEOUT)));
+                    match attempt {
                         Ok(acct) => {
-                            account = Some((acme.clone(), acct.clone()));
-                            acct
+                            account = Some((acme.clone(), acct));
+                            account_failures = 0;
+                            account_error = None;
+                            failed_with = None;
                         }
                         Err(err) => {
-                            tracing::error!(error = %err, host, tenant, "ACME account unavailable");
-                            host_state.failures += 1;
-                            host_state.retry_at =
-                                now + backoff(host_state.failures).as_secs() as i64;
-                            let failed_at = host_state.retry_at;
-                            let failures = host_state.failures;
-                            runtime.update_status(host, tenant, |s| {
-                                s.state = "failed";
-                                s.failures = failures;
-                                s.last_error = Some(err.to_string());
-                                s.retry_at = Some(failed_at);
-                            });
-                            continue;
+                            account_failures += 1;
+                            account_retry_at = now + backoff(account_failures).as_secs() as i64;
+                            tracing::error!(error = %err, directory = %acme.directory, retry_in_secs = account_retry_at - now, "ACME account unavailable; no certificate can be ordered");
+                            account_error = Some(format!("ACME account unavailable: {err}"));
+                            failed_with = Some(acme.clone());
                         }
-                    },
+                    }
+                }
+                let Some((_, acct)) = &account else {
+                    let (error, retry_at) = (account_error.clone(), account_retry_at);
+                    runtime.update_status(host, tenant, |s| {
+                        s.state = "failed";
+                        s.failures = account_failures;
+                        s.last_error = error;
+                        s.retry_at = Some(retry_at);
+                    });
+                    wake = wake.min(instant_in(account_retry_at - now));
+                    continue;
                 };
+                let acct = acct.clone();
                 recent_orders.push_back(tokio::time::Instant::now());
                 runtime
                     .orders
@@ -323,10 +354,6 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
             Some(finished) = done_rx.recv() => {
                 running.remove(&finished.host);
                 finish(runtime, &mut hosts, finished);
-                while let Ok(finished) = done_rx.try_recv() {
-                    running.remove(&finished.host);
-                    finish(runtime, &mut hosts, finished);
-                }
             }
             Some(answer) = ari_rx.recv() => {
                 if let Some(host) = hosts.get_mut(&answer.host) {

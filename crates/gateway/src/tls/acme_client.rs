@@ -70,7 +70,14 @@ impl CountingClient {
                 builder.with_tls_config(config)
             }
         };
-        let connector = builder.https_only().enable_http1().enable_http2().build();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        let connector = builder
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
         Ok(Self {
             inner: Client::builder(TokioExecutor::new()).build(connector),
             runtime,
