@@ -124,11 +124,16 @@ impl Pebble {
             .stderr(log("pebble.err"))
             .spawn()
             .expect("start pebble");
+        // Both of pebble's listeners: the ACME one and the management one (its roots).
         let up = eventually(SOON, || {
             std::net::TcpStream::connect(("127.0.0.1", acme_port)).is_ok()
+                && std::net::TcpStream::connect(management).is_ok()
         })
         .await;
-        assert!(up, "pebble did not start listening on {acme_port}");
+        assert!(
+            up,
+            "pebble did not start listening on {acme_port} and {management}"
+        );
         Pebble {
             directory: format!("https://127.0.0.1:{acme_port}/dir"),
             listener_root,
