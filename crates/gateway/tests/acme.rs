@@ -375,8 +375,9 @@ async fn bad_nonce_answers_from_the_ca_are_retried() {
     // Pebble rejects 5 % of nonces at random (PEBBLE_WFE_NONCEREJECT): add tenants until
     // the CA has answered badNonce at least once; every order must still succeed.
     let mut tenants = 1;
-    while gateway.state.tls.bad_nonces() == 0 && tenants < 25 {
-        let body = format!(r#"{{"hosts": ["n{tenants}.test"]}}"#);
+    // At least one is added through the admin API, with its tls written out.
+    loop {
+        let body = format!(r#"{{"hosts": ["n{tenants}.test"], "tls": "acme"}}"#);
         let reply = gateway
             .admin("PUT", &format!("/tenants/n{tenants}"), Some(&body))
             .await;
@@ -385,7 +386,12 @@ async fn bad_nonce_answers_from_the_ca_are_retried() {
             .wait_for_leaf(&root, &format!("n{tenants}.test"))
             .await;
         tenants += 1;
+        if gateway.state.tls.bad_nonces() > 0 || tenants >= 25 {
+            break;
+        }
     }
+    let view = gateway.admin("GET", "/tenants/n1", None).await.json();
+    assert_eq!(view["tls"], "acme", "{view}");
     let bad_nonces = gateway.state.tls.bad_nonces();
     let failures: Vec<String> = LogCapture::global()
         .lines()

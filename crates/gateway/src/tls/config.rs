@@ -33,6 +33,22 @@ pub enum TlsSetting {
     },
 }
 
+impl TlsSetting {
+    /// The setting as a TOML value, for the config editor (admin API, CLI).
+    pub fn toml_value(&self) -> toml_edit::Value {
+        match self {
+            Self::Off => "off".into(),
+            Self::Acme => "acme".into(),
+            Self::Files { cert, key } => {
+                let mut table = toml_edit::InlineTable::new();
+                table.insert("cert", cert.display().to_string().into());
+                table.insert("key", key.display().to_string().into());
+                toml_edit::Value::InlineTable(table)
+            }
+        }
+    }
+}
+
 /// The setting as TOML spells it.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
@@ -294,5 +310,48 @@ mod tests {
             ..TenantConfig::default()
         };
         assert_eq!(config.setting_for(&own), &TlsSetting::Acme);
+    }
+
+    #[test]
+    fn the_config_editor_writes_reads_and_removes_a_tenants_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("a.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("a.key"), key.serialize_pem()).unwrap();
+        let path = dir.path().join("tenants.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:8080\"\n\n[fastcgi]\nupstream = \"127.0.0.1:9000\"\nroot = \"app\"\n\n[tenants.a]\nhosts = [\"a.example\"]\n",
+        )
+        .unwrap();
+        let mut tenant = TenantConfig {
+            hosts: vec!["a.example".into()],
+            tls: Some(TlsSetting::Files {
+                cert: "a.crt".into(),
+                key: "a.key".into(),
+            }),
+            ..TenantConfig::default()
+        };
+        for tls in [
+            Some(TlsSetting::Files {
+                cert: "a.crt".into(),
+                key: "a.key".into(),
+            }),
+            Some(TlsSetting::Off),
+            None,
+        ] {
+            tenant.tls = tls;
+            let mut doc = crate::config::ConfigDocument::load(&path).unwrap();
+            doc.set_tenant("a", &tenant).unwrap();
+            let config = doc.save().unwrap();
+            assert_eq!(config.tenants["a"].tls, tenant.tls);
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("tls"), "{text}");
     }
 }
