@@ -372,3 +372,23 @@ async fn upstream_failures_are_answered_over_https_as_over_http() {
     .await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_client_resumes_its_tls_session() {
+    let gw = TlsGateway::start().await;
+    let client = gw.client(&[b"http/1.1"]);
+    let first = connect(gw.tls, client.clone(), "a.example").await.unwrap();
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    // A request, so the client reads the session tickets sent after the handshake.
+    let (reply, _) = send(first, get("a.example", "/params.php?only=TENANT_ID")).await;
+    assert_eq!(reply.text(), "a");
+    let second = connect(gw.tls, client, "a.example").await.unwrap();
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert_eq!(peer_leaf(&second), gw.leaf_a);
+}
