@@ -135,6 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             remote,
             local: stream.local_addr().unwrap_or(args.listen),
             tls: false,
+            tls_session: None,
         };
         let service = service.clone();
         let handler = service_fn(move |req| route(service.clone(), conn, req));

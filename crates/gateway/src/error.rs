@@ -43,6 +43,8 @@ pub enum ErrorKind {
     /// The client paused too long while sending its request body (408, connection
     /// closed: the rest of the body may still come).
     RequestTimeout,
+    /// The Host is another tenant's than the TLS connection's name (421).
+    Misdirected,
     /// The request body is over the limit (413).
     PayloadTooLarge,
     /// The request line does not fit one FastCGI param (414).
@@ -69,6 +71,7 @@ impl ErrorKind {
             Self::Forbidden => (StatusCode::FORBIDDEN, Client, false),
             Self::NotFound => (StatusCode::NOT_FOUND, Client, false),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, Client, false),
+            Self::Misdirected => (StatusCode::MISDIRECTED_REQUEST, Client, false),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Client, false),
             Self::UriTooLong => (StatusCode::URI_TOO_LONG, Client, false),
             Self::HeaderTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Client, false),

@@ -46,6 +46,7 @@ pub mod spool;
 pub(crate) mod static_files;
 pub mod tenant;
 pub mod tenant_ops;
+pub mod tls;
 pub mod usage;
 pub mod usage_store;
 
@@ -58,6 +59,9 @@ pub enum RunError {
     /// The config is valid but could not be turned into a running snapshot.
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
+    /// The TLS listeners could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::listener::TlsSetupError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -80,12 +84,15 @@ pub struct Gateway {
     limits: server::ServerLimits,
     /// The admin API listener, when `[server] admin` is set.
     admin: Option<admin::AdminServer>,
+    /// The HTTPS listeners (`[server] tls_listen`), when any.
+    tls: Option<tls::listener::TlsListeners>,
 }
 
 impl Gateway {
     /// Builds the first snapshot from `config` and binds every listen address.
     pub async fn bind(config: config::Config) -> Result<Self, RunError> {
         let listen = config.server.listen.clone();
+        let tls_listen = config.server.tls_listen.clone();
         let admin_addr = config.server.admin;
         // A front server needs far more descriptors than a distribution's soft default.
         let nofile = match connection::limit::raise_nofile_limit() {
@@ -124,6 +131,21 @@ impl Gateway {
                 .map_err(|source| RunError::Bind { addr, source })?;
             listeners.push(listener);
         }
+        let tls = if tls_listen.is_empty() {
+            None
+        } else {
+            let mut tls_listeners = Vec::new();
+            for addr in tls_listen {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| RunError::Bind { addr, source })?;
+                tls_listeners.push(listener);
+            }
+            Some(tls::listener::TlsListeners::new(
+                tls_listeners,
+                state.clone(),
+            )?)
+        };
         let admin = match admin_addr {
             Some(addr) => Some(
                 admin::AdminServer::bind(addr, state.clone(), reloader.clone())
@@ -138,6 +160,7 @@ impl Gateway {
             listeners,
             limits,
             admin,
+            tls,
         })
     }
 
@@ -147,6 +170,15 @@ impl Gateway {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
+    }
+
+    /// The HTTPS listeners' addresses actually bound (port 0 resolved); empty without
+    /// `tls_listen`.
+    pub fn tls_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.tls
+            .as_ref()
+            .map(tls::listener::TlsListeners::local_addrs)
+            .unwrap_or_default()
     }
 
     /// The admin API's address actually bound (port 0 resolved); `None` when it is off.
@@ -179,6 +211,9 @@ impl Gateway {
         for addr in self.local_addrs() {
             tracing::info!(%addr, "listening");
         }
+        for addr in self.tls_addrs() {
+            tracing::info!(%addr, "listening (HTTPS)");
+        }
         let stop = tokio_util::sync::CancellationToken::new();
         let mut background = Vec::new();
         if self.reloader.path().exists() {
@@ -208,6 +243,12 @@ impl Gateway {
             }
         }
         drop(snapshot);
+        if self.tls.is_some() {
+            background.push(tokio::spawn(tls::acme::run(
+                self.state.clone(),
+                stop.clone(),
+            )));
+        }
         {
             let stop = stop.clone();
             background.push(tokio::spawn(memory::run_scavenger(stop.cancelled_owned())));
@@ -224,7 +265,7 @@ impl Gateway {
             admin_stop.cancel();
         };
         let service = service::GatewayService::new(self.state.clone());
-        server::serve(self.listeners, service, self.limits, shutdown).await;
+        server::serve(self.listeners, self.tls, service, self.limits, shutdown).await;
         stop.cancel();
         for task in background {
             let _ = task.await;

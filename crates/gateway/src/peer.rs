@@ -6,7 +6,7 @@
 //! This is the one home of the client's identity in the flow (accept → route → CGI
 //! mapping): the CGI params read a [`Peer`] and never the connection or the forwarded
 //! headers themselves. TLS details (protocol and cipher names, for `SSL_PROTOCOL` and
-//! `SSL_CIPHER`) belong here too, next to `tls`, when the gateway terminates TLS itself.
+//! `SSL_CIPHER`) ride along when the gateway terminated TLS itself.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,6 +26,8 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Whether the connection was TLS (terminated in front of us or by an embedder).
     pub tls: bool,
+    /// What our own TLS listener negotiated (`SSL_PROTOCOL`, `SSL_CIPHER`).
+    pub tls_session: Option<crate::tls::TlsSession>,
 }
 
 impl Default for ConnInfo {
@@ -35,6 +37,7 @@ impl Default for ConnInfo {
             remote: unspecified,
             local: unspecified,
             tls: false,
+            tls_session: None,
         }
     }
 }
@@ -52,6 +55,8 @@ pub(crate) struct Peer {
     pub server_port: u16,
     /// `HTTPS` and `REQUEST_SCHEME`: whether the client used TLS.
     pub https: bool,
+    /// `SSL_PROTOCOL` and `SSL_CIPHER`: set when the gateway terminated TLS itself.
+    pub tls_session: Option<crate::tls::TlsSession>,
 }
 
 impl Peer {
@@ -86,6 +91,7 @@ impl Peer {
             server: conn.local.ip().to_canonical(),
             server_port,
             https: forwarded_https.unwrap_or(conn.tls),
+            tls_session: conn.tls_session,
         }
     }
 }

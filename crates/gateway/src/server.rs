@@ -13,10 +13,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Activity, ConnectionLimit, Expired, GuardedBody, Timeouts, TrackedIo};
+use crate::body::GatewayBody;
+use crate::connection::{
+    Activity, ConnectionLimit, ConnectionPermit, Expired, GuardedBody, RequestGuard, Timeouts,
+    TrackedIo,
+};
 use crate::peer::ConnInfo;
 use crate::service::GatewayService;
 
@@ -59,10 +64,11 @@ impl Default for ServerLimits {
     }
 }
 
-/// Serves `service` on every listener until `shutdown` completes, then waits (up to the
-/// grace period) for open connections to finish their requests.
+/// Serves `service` on every listener (and HTTPS on `tls`'s) until `shutdown` completes,
+/// then waits (up to the grace period) for open connections to finish their requests.
 pub async fn serve(
     listeners: Vec<TcpListener>,
+    tls: Option<crate::tls::listener::TlsListeners>,
     service: GatewayService,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
@@ -95,7 +101,7 @@ pub async fn serve(
             keepalive: limits.keepalive_timeout,
         },
     };
-    let accept_tasks: Vec<_> = listeners
+    let mut accept_tasks: Vec<_> = listeners
         .into_iter()
         .map(|listener| {
             tokio::spawn(accept_loop(
@@ -108,6 +114,15 @@ pub async fn serve(
             ))
         })
         .collect();
+    if let Some(tls) = tls {
+        accept_tasks.extend(tls.spawn(
+            service.clone(),
+            builder.clone(),
+            graceful.clone(),
+            connections.clone(),
+            stop.clone(),
+        ));
+    }
     shutdown.await;
     stop.cancel();
     for task in accept_tasks {
@@ -129,11 +144,13 @@ pub async fn serve(
     }
 }
 
-/// What every listener applies to its connections.
+/// What every listener, plain or TLS, applies to its connections.
 #[derive(Debug, Clone)]
-struct Connections {
-    limit: Arc<ConnectionLimit>,
-    timeouts: Timeouts,
+pub(crate) struct Connections {
+    /// `max_connections`, shared by every listener.
+    pub(crate) limit: Arc<ConnectionLimit>,
+    /// `header_timeout` and `keepalive_timeout`.
+    pub(crate) timeouts: Timeouts,
 }
 
 /// Accepts connections on one listener and spawns a task serving each, until `stop`.
@@ -158,43 +175,148 @@ async fn accept_loop(
             remote,
             local,
             tls: false,
+            tls_session: None,
         };
         let svc = service.clone();
-        let activity = Activity::new();
-        let requests = activity.clone();
-        let hyper_service = service_fn(move |req: hyper::Request<Incoming>| {
-            let guard = requests.request_started();
+        let respond: Respond = Arc::new(move |req: hyper::Request<Incoming>| -> ResponseFuture {
             // Boxed: the request's future (about 4 KB) then lives only while a request
             // runs, not inline in every connection's task, idle keep-alive ones included.
-            let response = Box::pin(svc.serve_request(req, info));
-            async move {
-                let response = response.await;
-                Ok::<_, std::convert::Infallible>(
-                    response.map(|body| GuardedBody::new(body, guard)),
-                )
-            }
+            Box::pin(svc.serve_request(req, info))
         });
-        let io = TrackedIo::new(stream, activity.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), hyper_service)
-            .into_owned();
-        let conn = graceful.watcher().watch(conn);
+        let io = ClientIo::Plain(stream);
         let timeouts = connections.timeouts;
-        tokio::spawn(async move {
-            match activity.watch(conn, timeouts).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    tracing::debug!(%remote, error = %err, "client connection ended with an error");
-                }
-                Err(Expired::Header) => {
-                    tracing::debug!(%remote, "closing a connection that sent no complete request head in time");
-                }
-                Err(Expired::KeepAlive) => {
-                    tracing::debug!(%remote, "closing an idle keep-alive connection");
-                }
+        spawn_connection(io, remote, &builder, &graceful, timeouts, respond, permit);
+    }
+}
+
+/// A request's answer on its way; boxed so idle connections do not carry it.
+pub(crate) type ResponseFuture =
+    std::pin::Pin<Box<dyn Future<Output = http::Response<GatewayBody>> + Send>>;
+
+/// Starts serving HTTP on one accepted connection, plain or TLS, in a task of its own
+/// that holds `permit` until the connection ends: hyper with
+/// `respond` per request, watched by `graceful`, and closed by the connection's watchdog
+/// at `header_timeout` (no complete head yet) or `keepalive_timeout` (idle).
+pub(crate) fn spawn_connection(
+    io: ClientIo,
+    remote: SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    timeouts: Timeouts,
+    respond: Respond,
+    permit: ConnectionPermit,
+) {
+    let activity = Activity::new();
+    let requests = activity.clone();
+    let hyper_service = service_fn(move |req: hyper::Request<Incoming>| {
+        let guard = requests.request_started();
+        guarded(respond(req), guard)
+    });
+    let io = TrackedIo::new(io, activity.clone());
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), hyper_service)
+        .into_owned();
+    let conn = graceful.watcher().watch(conn);
+    tokio::spawn(async move {
+        match activity.watch(conn, timeouts).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::debug!(%remote, error = %err, "client connection ended with an error");
             }
-            drop(permit);
-        });
+            Err(Expired::Header) => {
+                tracing::debug!(%remote, "closing a connection that sent no complete request head in time");
+            }
+            Err(Expired::KeepAlive) => {
+                tracing::debug!(%remote, "closing an idle keep-alive connection");
+            }
+        }
+        drop(permit);
+    });
+}
+
+/// One request's answer, its body holding `guard` so the connection counts as active
+/// until the body is sent.
+async fn guarded(
+    response: ResponseFuture,
+    guard: RequestGuard,
+) -> Result<http::Response<GuardedBody<GatewayBody>>, std::convert::Infallible> {
+    Ok(response.await.map(|body| GuardedBody::new(body, guard)))
+}
+
+/// How one connection answers its requests (plain: the service; TLS: the service behind
+/// the 421 check and HSTS).
+pub(crate) type Respond = Arc<dyn Fn(hyper::Request<Incoming>) -> ResponseFuture + Send + Sync>;
+
+/// A client connection's byte stream: plain TCP, or TLS over it. One concrete type, so
+/// the hyper connection's future is the same for both listeners.
+pub(crate) enum ClientIo {
+    /// Plain HTTP.
+    Plain(TcpStream),
+    /// HTTPS, after the handshake.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Self::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Self::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(io) => io.is_write_vectored(),
+            Self::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Self::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Self::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

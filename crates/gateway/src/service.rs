@@ -101,6 +101,9 @@ where
     B::Error: Into<BoxError> + std::fmt::Display + Send,
 {
     let snapshot = state.load();
+    if let Some(answer) = crate::tls::listener::plain_http_answer(&state, &snapshot, &req, conn) {
+        return answer;
+    }
     let head = req.method() == Method::HEAD;
     let mut record = Box::new(RequestRecord::new(
         state.telemetry.clone(),

@@ -133,6 +133,8 @@ pub struct SharedState {
     current: ArcSwap<Snapshot>,
     /// Access log, usage meter and metrics.
     pub telemetry: Arc<Telemetry>,
+    /// Certificates in service and ACME challenge answers; outlives snapshots.
+    pub tls: Arc<crate::tls::TlsRuntime>,
 }
 
 impl SharedState {
@@ -141,6 +143,7 @@ impl SharedState {
         Self {
             current: ArcSwap::from_pointee(snapshot),
             telemetry,
+            tls: Arc::default(),
         }
     }
 
@@ -152,6 +155,7 @@ impl SharedState {
     /// Puts `snapshot` in service; requests already running keep the one they loaded.
     pub fn swap(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
+        self.tls.snapshot_swapped();
     }
 
     /// Builds a snapshot from `config` and swaps it in; on error the old one stays.
@@ -159,6 +163,7 @@ impl SharedState {
         let previous = self.current.load();
         let next = Arc::new(Snapshot::build(config, Some(&previous))?);
         self.current.store(next.clone());
+        self.tls.snapshot_swapped();
         Ok(next)
     }
 }

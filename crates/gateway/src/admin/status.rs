@@ -93,13 +93,14 @@ pub(super) fn metrics(state: &SharedState, reloader: &Reloader) -> Response<Full
     let snapshot = state.load();
     let tenants = snapshot.registry.tenants();
     let enabled = tenants.iter().filter(|t| t.enabled).count();
-    let text = metrics::render(
+    let mut text = metrics::render(
         &state.telemetry.usage,
         snapshot.pool.stats(),
         &reloader.stats,
         enabled,
         tenants.len() - enabled,
     );
+    state.tls.render_metrics(&mut text);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

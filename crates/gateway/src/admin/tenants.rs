@@ -124,8 +124,16 @@ fn respond_with_tenant(
     status: StatusCode,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let snapshot = state.load();
-    let detail = tenant_ops::show(&snapshot.config, name)
+    let mut detail = tenant_ops::show(&snapshot.config, name)
         .map_err(|_| ApiError::UnknownTenant(name.to_owned()))?;
+    detail.tenant.certificates = Some(
+        state
+            .tls
+            .statuses()
+            .into_iter()
+            .filter(|(_, cert)| cert.tenant == name)
+            .collect(),
+    );
     Ok(json_response(status, &detail.tenant))
 }
 

@@ -71,6 +71,8 @@ cgi_variables! {
     REDIRECT_STATUS,
     PATH_INFO,
     PATH_TRANSLATED,
+    SSL_PROTOCOL,
+    SSL_CIPHER,
 }
 
 /// A param that did not fit in one FastCGI record; says which answer the client gets.
@@ -205,6 +207,12 @@ pub(crate) fn build_params(
     if peer.https {
         params.insert(HTTPS, "on").map_err(fixed)?;
     }
+    if let Some(session) = peer.tls_session {
+        params
+            .insert(SSL_PROTOCOL, session.protocol)
+            .map_err(fixed)?;
+        params.insert(SSL_CIPHER, session.cipher).map_err(fixed)?;
+    }
     params.insert(REDIRECT_STATUS, "200").map_err(fixed)?;
 
     if let Some(path_info) = req.path_info {
@@ -297,6 +305,7 @@ mod tests {
                 remote: self.remote,
                 local: "10.0.0.5:8080".parse().unwrap(),
                 tls: self.tls,
+                tls_session: None,
             };
             CgiRequest {
                 tenant: &self.tenant,

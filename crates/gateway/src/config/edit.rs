@@ -319,6 +319,9 @@ fn new_tenant_item(tenant: &TenantSettings, max_concurrency: Option<i64>, inline
     if let Some(buffering) = tenant.request_buffering {
         table.insert("request_buffering", Item::Value(Value::from(buffering)));
     }
+    if let Some(tls) = &tenant.tls {
+        table.insert("tls", Item::Value(tls.toml_value()));
+    }
     if inline {
         Item::Value(Value::InlineTable(table.into_inline_table()))
     } else {
@@ -388,6 +391,26 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantSettings, max_concurr
             }
         }
     }
+
+    match &tenant.tls {
+        None => {
+            table.remove("tls");
+        }
+        Some(tls) => {
+            let written = table
+                .get("tls")
+                .and_then(|item| toml::from_str::<TlsKey>(&format!("tls = {item}")).ok());
+            if written.is_none_or(|written| written.tls != *tls) {
+                set_value(table, "tls", tls.toml_value());
+            }
+        }
+    }
+}
+
+/// The `tls` key alone, to compare what is written with what is asked for.
+#[derive(serde::Deserialize)]
+struct TlsKey {
+    tls: crate::tls::TlsSetting,
 }
 
 /// Brings a params table (inline or `[tenants.NAME.params]`) to `tenant.params`: removes

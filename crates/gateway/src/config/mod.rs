@@ -68,6 +68,8 @@ pub struct Config {
     pub usage: UsageConfig,
     /// `[tenants.NAME]`, by name.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// `[tls]` and `[defaults] tls`.
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// The validated `[usage]` table.
@@ -94,6 +96,7 @@ impl fmt::Debug for Config {
             .field("default_request_buffering", &self.default_request_buffering)
             .field("usage", &self.usage)
             .field("tenants", &self.tenants)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -110,6 +113,8 @@ struct RawConfig {
     usage: RawUsage,
     #[serde(default)]
     tenants: BTreeMap<String, TenantSettings>,
+    #[serde(default)]
+    tls: crate::tls::config::RawTls,
 }
 
 #[derive(Default, Deserialize)]
@@ -165,6 +170,8 @@ impl Config {
         }
 
         let tenants = check_tenants(raw.tenants)?;
+        let tls =
+            crate::tls::config::validate(raw.tls, raw.defaults.tls, &server, &tenants, base_dir)?;
 
         let usage = UsageConfig {
             database: raw.usage.database.map(|db| base_dir.join(db)),
@@ -183,6 +190,7 @@ impl Config {
             default_request_buffering: raw.defaults.request_buffering.unwrap_or(true),
             usage,
             tenants,
+            tls,
         })
     }
 }

@@ -84,6 +84,13 @@ pub struct ServerConfig {
     /// Runtime worker threads; one per core when `None`. Read at startup only (like
     /// nginx's `worker_processes`, it sizes the process, not a request).
     pub worker_threads: Option<usize>,
+    /// Addresses the HTTPS listeners bind; no TLS when empty.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Plain-HTTP requests for a tenant that has a certificate get a 308 to HTTPS
+    /// (HTTP-01 challenges excepted). On by default; only acts with `tls_listen`.
+    pub redirect_https: bool,
+    /// `Strict-Transport-Security` value sent on HTTPS answers; none when `None`.
+    pub hsts: Option<String>,
 }
 
 /// The admin API's bearer token. Never printed: `Debug` shows `"<redacted>"`.
@@ -146,6 +153,9 @@ pub(crate) struct RawServer {
     queue_timeout: Option<HumanDuration>,
     max_queue: Option<usize>,
     worker_threads: Option<usize>,
+    tls_listen: Option<OneOrMany>,
+    redirect_https: Option<bool>,
+    hsts: Option<String>,
 }
 
 /// A string or a list of strings: `listen = "a"` and `listen = ["a", "b"]` both read well.
@@ -287,6 +297,36 @@ impl RawServer {
                 }
             }
         };
+        let tls_listen = match &self.tls_listen {
+            None => Vec::new(),
+            Some(all) if all.0.is_empty() => Vec::new(),
+            Some(all) => {
+                parse_listen(&all.0).map_err(|err| err.at(keys(&["server", "tls_listen"])))?
+            }
+        };
+        if let Some(addr) = tls_listen
+            .iter()
+            .find(|addr| addr.port() != 0 && listen.contains(addr))
+        {
+            return Err(ConfigError::invalid(
+                "server.tls_listen",
+                format!("{addr} is also in server.listen"),
+            )
+            .at(keys(&["server", "tls_listen"])));
+        }
+        let hsts = match &self.hsts {
+            None => None,
+            Some(value) if value.is_empty() => None,
+            Some(value) => {
+                if http::HeaderValue::from_str(value).is_err() {
+                    return Err(
+                        ConfigError::invalid("server.hsts", "not a valid header value")
+                            .at(keys(&["server", "hsts"])),
+                    );
+                }
+                Some(value.clone())
+            }
+        };
         let suspended_page = match self.suspended_page {
             None => None,
             Some(page) => {
@@ -327,6 +367,9 @@ impl RawServer {
             queue_timeout: self.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |d| d.0),
             max_queue: self.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
             worker_threads: self.worker_threads,
+            tls_listen,
+            redirect_https: self.redirect_https.unwrap_or(true),
+            hsts,
         })
     }
 

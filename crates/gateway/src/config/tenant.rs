@@ -51,6 +51,10 @@ pub struct TenantSettings {
     /// `[defaults] request_buffering`.
     #[serde(default)]
     pub request_buffering: Option<bool>,
+    /// How the tenant's hosts get a certificate; `[defaults] tls` (or the built-in
+    /// default, see [`crate::tls::TlsConfig::setting_for`]) when `None`.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsSetting>,
 }
 
 /// One tenant's validated settings: what [`TenantSettings::validate`] returns and
@@ -76,6 +80,8 @@ pub struct TenantConfig {
     /// Whether a request body is read whole before a PHP-FPM connection is taken
     /// (`true`), or streamed as it arrives (`false`); `None` follows `[defaults]`.
     pub request_buffering: Option<bool>,
+    /// How the tenant's hosts get a certificate; `None` follows `[defaults] tls`.
+    pub tls: Option<crate::tls::TlsSetting>,
 }
 
 fn enabled_by_default() -> bool {
@@ -94,6 +100,7 @@ macro_rules! tenant_impls {
                     enabled: true,
                     max_concurrency: None,
                     request_buffering: None,
+                    tls: None,
                 }
             }
         }
@@ -106,6 +113,7 @@ macro_rules! tenant_impls {
                     .field("enabled", &self.enabled)
                     .field("max_concurrency", &self.max_concurrency)
                     .field("request_buffering", &self.request_buffering)
+                    .field("tls", &self.tls)
                     .finish()
             }
         }
@@ -326,6 +334,7 @@ impl TenantSettings {
             enabled: self.enabled,
             max_concurrency: self.max_concurrency,
             request_buffering: self.request_buffering,
+            tls: self.tls,
         };
         Ok((tenant, patterns))
     }
@@ -397,6 +406,9 @@ pub(crate) struct RawDefaults {
     #[serde(default, deserialize_with = "deserialize_param_map")]
     pub(crate) params: BTreeMap<String, String>,
     pub(crate) request_buffering: Option<bool>,
+    /// `[defaults] tls`.
+    #[serde(default)]
+    pub(crate) tls: Option<crate::tls::TlsSetting>,
 }
 
 #[cfg(test)]

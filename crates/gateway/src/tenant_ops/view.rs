@@ -28,6 +28,12 @@ pub struct TenantView<'a> {
     pub request_buffering: Option<bool>,
     /// Its own params, secret values shown as [`MASK`].
     pub params: BTreeMap<&'a str, &'a str>,
+    /// Its own `tls` setting, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'a crate::tls::TlsSetting>,
+    /// Automatic certificates by host (`GET /tenants/{name}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<BTreeMap<String, crate::tls::HostCertStatus>>,
 }
 
 impl<'a> TenantView<'a> {
@@ -40,6 +46,8 @@ impl<'a> TenantView<'a> {
             max_concurrency: tenant.max_concurrency,
             request_buffering: tenant.request_buffering,
             params: masked(&tenant.params),
+            tls: tenant.tls.as_ref(),
+            certificates: None,
         }
     }
 

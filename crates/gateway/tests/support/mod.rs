@@ -9,6 +9,8 @@
 //!   and hyper's pooled client; for failures and limits.
 //! - [`live`]: the gateway serving a config *file* (so the watcher and the usage flusher
 //!   run), and a keep-alive client connection; for reloads and metering.
+//! - [`pebble`]: Let's Encrypt's test CA and its DNS server, for the ACME tests.
+//! - [`tls_client`]: a test CA and an HTTPS client (SNI, ALPN, HTTP/1.1 and HTTP/2).
 //! - [`logs`]: a capture of what the gateway logs; [`payload`]: checkable payloads and
 //!   this process's memory; [`prometheus`] (a strict reader of `/metrics`) and
 //!   [`eventually`] come from `fpm-harness`, shared with fcgi-core's tests.
@@ -20,7 +22,9 @@ pub mod live;
 pub mod logs;
 pub mod multi_tenant;
 pub mod payload;
+pub mod pebble;
 pub mod single_tenant;
+pub mod tls_client;
 
 use std::future::Future;
 use std::net::SocketAddr;
