@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Makes sure the external programs the tests need are installed (Debian/Ubuntu).
 #
-# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-bench] [--print-path]
+# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-pebble] [--with-bench] [--print-path]
 #
 #   (always)      php-fpm and php-cli (packages php-fpm, php-cli)
 #   --with-nginx  nginx, the reference server some tests compare against
 #                 (package nginx-light, or nginx where nginx-light is gone)
+#   --with-pebble pebble and pebble-challtestsrv (package pebble), Let's Encrypt's
+#                 test CA and its DNS server, for the ACME tests
 #   --with-bench  wrk, the HTTP load generator used by the benchmarks, and
 #                 caddy, a second reference server in the load benchmark
 #   --print-path  print the php-fpm binary path on stdout when done
@@ -19,11 +21,13 @@ set -euo pipefail
 
 with_nginx=0
 with_bench=0
+with_pebble=0
 print_path=0
 for arg in "$@"; do
     case "$arg" in
         --with-nginx) with_nginx=1 ;;
         --with-bench) with_bench=1 ;;
+        --with-pebble) with_pebble=1 ;;
         --print-path) print_path=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -88,6 +92,9 @@ fi
 if ((with_bench)) && ! command -v wrk >/dev/null 2>&1; then
     packages+=(wrk)
 fi
+if ((with_pebble)) && ! command -v pebble >/dev/null 2>&1; then
+    packages+=(pebble)
+fi
 if ((with_bench)) && ! command -v caddy >/dev/null 2>&1; then
     packages+=(caddy)
 fi
@@ -95,6 +102,7 @@ fi
 if ((${#packages[@]} == 0)); then
     found="php-fpm at $php_fpm"
     if ((with_nginx)); then found+=", nginx at $(find_nginx)"; fi
+    if ((with_pebble)); then found+=", pebble at $(command -v pebble)"; fi
     if ((with_bench)); then found+=", wrk at $(command -v wrk), caddy at $(command -v caddy)"; fi
     log "nothing to do: $found"
 else

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The one command that runs every check, locally and in CI:
-#   1. ensures php-fpm, php-cli and nginx are installed (scripts/ensure-php-fpm.sh)
+#   1. ensures php-fpm, php-cli, nginx and pebble are installed (scripts/ensure-php-fpm.sh)
 #   2. cargo fmt --check
 #   3. cargo clippy on every crate and target, warnings are errors
 #   4. cargo test on the whole workspace
 #   5. the fuzz crate (its own workspace, on stable) builds against its committed Cargo.lock
-# Stops at the first failure. Extra arguments are passed to `cargo test`
-# (e.g. scripts/test.sh -- --nocapture).
+# Stops at the first failure. Extra arguments are passed to `cargo test` instead of the
+# default `-- --include-ignored` (e.g. scripts/test.sh -- --include-ignored --nocapture).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,8 +19,8 @@ if [[ -f Cargo.lock ]]; then
     locked=(--locked)
 fi
 
-step "ensure php-fpm and nginx"
-scripts/ensure-php-fpm.sh --with-nginx
+step "ensure php-fpm, nginx and pebble"
+scripts/ensure-php-fpm.sh --with-nginx --with-pebble
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -28,6 +28,12 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
 
+# The slowest end-to-end tests are #[ignore]d so that a plain `cargo test --workspace` is
+# the quick subset; this script runs them too. (The one other ignored test is a timing
+# probe run by hand in release.)
+if (($# == 0)); then
+    set -- -- --include-ignored --skip build_params_speed
+fi
 step "cargo test"
 cargo test --workspace "${locked[@]}" "$@"
 

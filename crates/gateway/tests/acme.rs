@@ -196,6 +196,7 @@ fn mode_of(path: &Path) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow end-to-end (pebble); scripts/test.sh runs it"]
 async fn two_tenants_get_certificates_by_tls_alpn_01_and_a_restart_reuses_them() {
     if !Pebble::available() {
         return;
@@ -248,6 +249,7 @@ async fn two_tenants_get_certificates_by_tls_alpn_01_and_a_restart_reuses_them()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow end-to-end (pebble); scripts/test.sh runs it"]
 async fn http_01_issues_through_the_plain_listener() {
     if !Pebble::available() {
         return;
@@ -273,6 +275,7 @@ async fn http_01_issues_through_the_plain_listener() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow end-to-end (pebble); scripts/test.sh runs it"]
 async fn a_tenant_added_through_the_admin_api_is_served_over_https_and_a_removed_one_is_not_renewed(
 ) {
     if !Pebble::available() {
@@ -360,6 +363,7 @@ async fn a_tenant_added_through_the_admin_api_is_served_over_https_and_a_removed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow end-to-end (pebble); scripts/test.sh runs it"]
 async fn bad_nonce_answers_from_the_ca_are_retried() {
     if !Pebble::available() {
         return;
@@ -417,6 +421,7 @@ async fn bad_nonce_answers_from_the_ca_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow end-to-end (pebble); scripts/test.sh runs it"]
 async fn handshakes_wait_a_bounded_time_then_fail_cleanly_when_the_ca_is_unreachable() {
     // No CA listens on this port: no pebble needed.
     let site = Site::new();
