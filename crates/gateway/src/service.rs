@@ -21,6 +21,7 @@ use http_body::Body;
 use crate::access::RequestRecord;
 use crate::body::GatewayBody;
 use crate::cgi::CgiRequest;
+use crate::compression::{ClientEncodings, Policy};
 use crate::error::GatewayError;
 use crate::peer::{ConnInfo, Peer};
 use crate::resolve::{self, Resolution};
@@ -106,6 +107,7 @@ where
         req.method(),
         req.uri().path(),
     ));
+    let client = ClientEncodings::of(req.headers());
     let response = match serve(&snapshot, req, conn, &mut record).await {
         Ok(response) => response,
         Err(err) => {
@@ -113,7 +115,12 @@ where
             err.into_response(snapshot.config.server.retry_after)
         }
     };
-    crate::response::finish(response, record, head)
+    let server = &snapshot.config.server;
+    let policy = Policy {
+        offered: &server.compression,
+        min_bytes: server.compression_min_bytes,
+    };
+    crate::response::finish(response, record, head, &client, policy)
 }
 
 /// The flow, step after step. The record learns the tenant and the body length here, as

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::error::{keys, ConfigError, KeySegment};
 use super::units::{ByteSize, HumanDuration};
+use crate::compression::{Encoding, DEFAULT_ENCODINGS, DEFAULT_MIN_BYTES};
 
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY: u64 = 64 << 20;
@@ -63,6 +64,11 @@ pub struct ServerConfig {
     /// Runtime worker threads; one per core when `None`. Read at startup only (like
     /// nginx's `worker_processes`, it sizes the process, not a request).
     pub worker_threads: Option<usize>,
+    /// Encodings offered to clients, most preferred first (the order breaks q-value ties);
+    /// empty: no compression. Tenants may override it.
+    pub compression: Vec<Encoding>,
+    /// Bodies shorter than this (by `Content-Length`) are sent uncompressed.
+    pub compression_min_bytes: u64,
 }
 
 /// The admin API's bearer token. Never printed: `Debug` shows `"<redacted>"`.
@@ -120,6 +126,8 @@ pub(crate) struct RawServer {
     queue_timeout: Option<HumanDuration>,
     max_queue: Option<usize>,
     worker_threads: Option<usize>,
+    compression: Option<Vec<Encoding>>,
+    compression_min_bytes: Option<ByteSize>,
 }
 
 /// A string or a list of strings: `listen = "a"` and `listen = ["a", "b"]` both read well.
@@ -222,6 +230,10 @@ impl RawServer {
                 .at(keys(&["server", "worker_threads"])));
             }
         }
+        let compression = match self.compression {
+            None => DEFAULT_ENCODINGS.to_vec(),
+            Some(list) => check_encodings(list, "server.compression", &["server", "compression"])?,
+        };
         let suspended_page = match self.suspended_page {
             None => None,
             Some(page) => {
@@ -257,6 +269,10 @@ impl RawServer {
             queue_timeout: self.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |d| d.0),
             max_queue: self.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
             worker_threads: self.worker_threads,
+            compression,
+            compression_min_bytes: self
+                .compression_min_bytes
+                .map_or(DEFAULT_MIN_BYTES, |s| s.0),
         })
     }
 
@@ -292,6 +308,27 @@ impl RawServer {
         }
         Ok(Some(AdminToken(token)))
     }
+}
+
+/// An encoding list as written, each encoding at most once.
+pub(crate) fn check_encodings(
+    list: Vec<Encoding>,
+    field: &'static str,
+    at: &[&str],
+) -> Result<Vec<Encoding>, ConfigError> {
+    for (index, encoding) in list.iter().enumerate() {
+        if list[..index].contains(encoding) {
+            let mut path: Vec<KeySegment> =
+                at.iter().map(|k| KeySegment::Key((*k).into())).collect();
+            path.push(KeySegment::Index(index));
+            return Err(ConfigError::invalid(
+                field,
+                format!("{:?} is listed twice", encoding.as_str()),
+            )
+            .at(path));
+        }
+    }
+    Ok(list)
 }
 
 fn parse_listen(all: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
@@ -372,6 +409,26 @@ mod tests {
         assert_eq!(server.keepalive_timeout, Duration::from_secs(75));
         assert_eq!(server.admin, None);
         assert_eq!(server.worker_threads, None);
+    }
+
+    #[test]
+    fn compression_defaults_to_every_encoding_and_rejects_unknown_or_repeated_ones() {
+        let server = raw("listen = \"127.0.0.1:8080\"")
+            .validate(Path::new("/"))
+            .unwrap();
+        assert_eq!(server.compression, DEFAULT_ENCODINGS);
+        assert_eq!(server.compression_min_bytes, 1024);
+        let server =
+            raw("listen = \"127.0.0.1:8080\"\ncompression = []\ncompression_min_bytes = \"2KiB\"")
+                .validate(Path::new("/"))
+                .unwrap();
+        assert!(server.compression.is_empty());
+        assert_eq!(server.compression_min_bytes, 2048);
+        let err = raw("listen = \"127.0.0.1:8080\"\ncompression = [\"gzip\", \"gzip\"]")
+            .validate(Path::new("/"))
+            .unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+        assert!(toml::from_str::<RawServer>("listen = \"a\"\ncompression = [\"lz4\"]").is_err());
     }
 
     #[test]
