@@ -169,7 +169,7 @@ where
     )? {
         Resolution::Static { file } => {
             let req = Request::from_parts(parts, ());
-            crate::static_files::serve_file(&file, req).await
+            crate::static_files::serve_file(&file, req, &config.server.compression).await
         }
         Resolution::RedirectToDir { location } => redirect(location, parts.uri.query()),
         Resolution::Forbidden => Err(GatewayError::forbidden("path is never served")),
