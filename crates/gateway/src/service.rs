@@ -26,6 +26,7 @@ use crate::error::GatewayError;
 use crate::peer::{ConnInfo, Peer};
 use crate::resolve::{self, Resolution};
 use crate::snapshot::{SharedState, Snapshot};
+use crate::tenant::Tenant;
 use crate::{fastcgi, routing};
 
 /// The gateway as a `tower::Service<http::Request<B>>`. Cheap to clone.
@@ -108,17 +109,18 @@ where
         req.uri().path(),
     ));
     let client = ClientEncodings::of(req.headers());
-    let response = match serve(&snapshot, req, conn, &mut record).await {
+    let mut tenant = None;
+    let response = match serve(&snapshot, req, conn, &mut record, &mut tenant).await {
         Ok(response) => response,
         Err(err) => {
             err.log(record.tenant.as_deref());
             err.into_response(snapshot.config.server.retry_after)
         }
     };
-    let server = &snapshot.config.server;
+    let config = &snapshot.config;
     let policy = Policy {
-        offered: &server.compression,
-        min_bytes: server.compression_min_bytes,
+        offered: config.compression_for(tenant.as_ref().and_then(|t| t.compression.as_deref())),
+        min_bytes: config.server.compression_min_bytes,
     };
     crate::response::finish(response, record, head, &client, policy)
 }
@@ -130,6 +132,7 @@ async fn serve<B>(
     req: Request<B>,
     conn: ConnInfo,
     record: &mut RequestRecord,
+    tenant_out: &mut Option<Arc<Tenant>>,
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -159,6 +162,7 @@ where
         .ok_or_else(|| GatewayError::not_found("no tenant for this host"))?
         .clone();
     record.tenant = Some(tenant.name.clone());
+    *tenant_out = Some(tenant.clone());
     if !tenant.enabled {
         return Ok(suspended(snapshot));
     }
@@ -169,7 +173,8 @@ where
     )? {
         Resolution::Static { file } => {
             let req = Request::from_parts(parts, ());
-            crate::static_files::serve_file(&file, req, &config.server.compression).await
+            let offered = config.compression_for(tenant.compression.as_deref());
+            crate::static_files::serve_file(&file, req, offered).await
         }
         Resolution::RedirectToDir { location } => redirect(location, parts.uri.query()),
         Resolution::Forbidden => Err(GatewayError::forbidden("path is never served")),

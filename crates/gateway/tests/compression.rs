@@ -388,3 +388,39 @@ async fn static_files_use_fresh_sidecars_and_compress_the_rest_on_the_fly() {
     assert_eq!(not_modified.status, 304);
     assert!(varies_by_accept_encoding(&not_modified));
 }
+
+#[tokio::test]
+async fn tenants_override_the_encodings_and_defaults_apply_to_the_others() {
+    let fpm = support::start_fpm(fpm_harness::FpmConfig::new().workers(2));
+    let root = toml::Value::from(fixtures_dir().display().to_string());
+    let upstream = toml::Value::from(fpm.address().to_upstream_string());
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ncompression = [\"zstd\", \"gzip\"]\n\n\
+         [fastcgi]\nupstream = {upstream}\nroot = {root}\n\n\
+         [defaults]\ncompression = [\"br\"]\n\n\
+         [tenants.plain]\nhosts = [\"plain.test\"]\ncompression = []\n\n\
+         [tenants.gz]\nhosts = [\"gz.test\"]\ncompression = [\"gzip\"]\n\n\
+         [tenants.other]\nhosts = [\"other.test\"]\n"
+    );
+    let config = Config::parse(&text, "test.toml", fixtures_dir()).expect("valid config");
+    let served = Served::bind(config).await;
+    let fetch = |host: &'static str| {
+        let req = http::Request::builder()
+            .uri(format!("http://{}/compress.php", served.addr))
+            .header("host", host)
+            .header("accept-encoding", "zstd, br, gzip")
+            .body(Full::default())
+            .unwrap();
+        async move { send(&client(), req).await }
+    };
+    let plain = fetch("plain.test").await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(!varies_by_accept_encoding(&plain));
+    let gz = fetch("gz.test").await;
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(decoded(&gz), plain.body);
+    // Neither its own list nor the server's: `[defaults]` wins.
+    let other = fetch("other.test").await;
+    assert_eq!(other.header("content-encoding"), Some("br"));
+    assert_eq!(decoded(&other), plain.body);
+}

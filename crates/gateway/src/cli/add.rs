@@ -46,6 +46,7 @@ pub fn tenants_add(
             params: params.into_iter().collect(),
             enabled,
             max_concurrency,
+            compression: None,
         },
     };
     let ((), config) = tenant_ops::edit(path, |doc| {

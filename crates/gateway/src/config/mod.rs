@@ -31,6 +31,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::compression::Encoding;
+
 pub use edit::{ConfigDocument, EditError};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use fastcgi::{FastCgiConfig, Upstream};
@@ -61,10 +63,26 @@ pub struct Config {
     pub fastcgi: FastCgiConfig,
     /// `[defaults.params]`: params every tenant gets; a tenant's own params win.
     pub default_params: BTreeMap<String, String>,
+    /// `[defaults] compression`: the encodings of tenants that list none; `None`: the
+    /// server's.
+    pub default_compression: Option<Vec<Encoding>>,
     /// `[usage]`.
     pub usage: UsageConfig,
     /// `[tenants.NAME]`, by name.
     pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+impl Config {
+    /// The encodings offered to a tenant's clients, most preferred first: its own list,
+    /// else `[defaults] compression`, else `[server] compression`; empty means off.
+    pub fn compression_for<'a>(
+        &'a self,
+        tenant_compression: Option<&'a [Encoding]>,
+    ) -> &'a [Encoding] {
+        tenant_compression
+            .or(self.default_compression.as_deref())
+            .unwrap_or(&self.server.compression)
+    }
 }
 
 /// The validated `[usage]` table.
@@ -88,6 +106,7 @@ impl fmt::Debug for Config {
                 "default_params",
                 &self.default_params.keys().collect::<Vec<_>>(),
             )
+            .field("default_compression", &self.default_compression)
             .field("usage", &self.usage)
             .field("tenants", &self.tenants)
             .finish()
@@ -160,6 +179,14 @@ impl Config {
                 .map_err(|kind| ConfigError::new(kind).at(keys(&["defaults", "params", name])))?;
         }
 
+        let default_compression = match raw.defaults.compression {
+            None => None,
+            Some(list) => Some(server::check_encodings(
+                list,
+                "defaults.compression",
+                &["defaults", "compression"],
+            )?),
+        };
         let tenants = check_tenants(raw.tenants)?;
 
         let usage = UsageConfig {
@@ -176,6 +203,7 @@ impl Config {
             server,
             fastcgi,
             default_params: raw.defaults.params,
+            default_compression,
             usage,
             tenants,
         })

@@ -13,6 +13,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::error::{ConfigError, ConfigErrorKind, KeySegment};
+use super::server::check_encodings;
+use crate::compression::Encoding;
 
 /// CGI variables the gateway derives from each request. A tenant param with one of these
 /// names would silently replace the request's own value (tenant params are sent last and
@@ -46,6 +48,10 @@ pub struct TenantSettings {
     /// tenant cannot take the whole shared pool.
     #[serde(default)]
     pub max_concurrency: Option<usize>,
+    /// Encodings offered to this tenant's clients, most preferred first (empty: no
+    /// compression); `[defaults] compression`, then `[server] compression` when `None`.
+    #[serde(default)]
+    pub compression: Option<Vec<Encoding>>,
 }
 
 /// One tenant's validated settings: what [`TenantSettings::validate`] returns and
@@ -68,6 +74,8 @@ pub struct TenantConfig {
     pub enabled: bool,
     /// Cap on how many PHP-FPM connections this tenant may hold at once (at least 1).
     pub max_concurrency: Option<usize>,
+    /// This tenant's own encoding list (each encoding once); `None`: the default's.
+    pub compression: Option<Vec<Encoding>>,
 }
 
 fn enabled_by_default() -> bool {
@@ -85,6 +93,7 @@ macro_rules! tenant_impls {
                     params: BTreeMap::new(),
                     enabled: true,
                     max_concurrency: None,
+                    compression: None,
                 }
             }
         }
@@ -96,6 +105,7 @@ macro_rules! tenant_impls {
                     .field("params", &self.params.keys().collect::<Vec<_>>())
                     .field("enabled", &self.enabled)
                     .field("max_concurrency", &self.max_concurrency)
+                    .field("compression", &self.compression)
                     .finish()
             }
         }
@@ -301,11 +311,19 @@ impl TenantSettings {
             .for_tenant(name)
             .at([KeySegment::Key("max_concurrency".into())]));
         }
+        let compression = match self.compression {
+            None => None,
+            Some(list) => Some(
+                check_encodings(list, "compression", &["compression"])
+                    .map_err(|err| err.for_tenant(name))?,
+            ),
+        };
         Ok(TenantConfig {
             hosts: patterns.iter().map(HostPattern::to_config_string).collect(),
             params: self.params,
             enabled: self.enabled,
             max_concurrency: self.max_concurrency,
+            compression,
         })
     }
 }
@@ -375,6 +393,9 @@ fn deserialize_param_map<'de, D: Deserializer<'de>>(
 pub(crate) struct RawDefaults {
     #[serde(default, deserialize_with = "deserialize_param_map")]
     pub(crate) params: BTreeMap<String, String>,
+    /// `[defaults] compression`: the encoding list of tenants that set none.
+    #[serde(default)]
+    pub(crate) compression: Option<Vec<Encoding>>,
 }
 
 #[cfg(test)]
@@ -524,6 +545,23 @@ mod tests {
             err.to_string(),
             "host \"a.example\" is listed twice in tenant \"t1\""
         );
+    }
+
+    #[test]
+    fn a_tenants_compression_list_is_kept_and_checked_for_repeats() {
+        let t: TenantSettings =
+            toml::from_str("hosts = [\"a.example\"]\ncompression = [\"br\", \"gzip\"]").unwrap();
+        let config = t.validate("t1").unwrap();
+        assert_eq!(
+            config.compression,
+            Some(vec![Encoding::Brotli, Encoding::Gzip])
+        );
+        let t: TenantSettings =
+            toml::from_str("hosts = [\"a.example\"]\ncompression = [\"br\", \"br\"]").unwrap();
+        let err = t.validate("t1").unwrap_err();
+        assert_eq!(err.tenant(), Some("t1"));
+        assert!(err.to_string().contains("twice"), "{err}");
+        assert!(toml::from_str::<TenantSettings>("compression = [\"deflate\"]").is_err());
     }
 
     #[test]

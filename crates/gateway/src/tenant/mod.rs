@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use fcgi_core::Params;
 
+use crate::compression::Encoding;
 use crate::config::{ConfigError, TenantConfig};
 
 pub use registry::Registry;
@@ -36,6 +37,9 @@ pub struct Tenant {
     pub enabled: bool,
     /// Optional cap on this tenant's share of the PHP-FPM pool.
     pub max_concurrency: Option<usize>,
+    /// The tenant's own encoding list; `None`: the configuration's default
+    /// ([`Config::compression_for`](crate::config::Config::compression_for)).
+    pub compression: Option<Box<[Encoding]>>,
     /// Whether any name in `params` starts with `HTTP_`. Validation forbids it, so this
     /// is normally false and the per-request header filter skips hashing each header
     /// name against `param_names`; it exists so that filter stays correct if the rule
@@ -87,6 +91,7 @@ impl Tenant {
             param_names,
             enabled: config.enabled,
             max_concurrency: config.max_concurrency,
+            compression: config.compression.as_deref().map(Box::from),
             shadows_headers,
         })
     }
