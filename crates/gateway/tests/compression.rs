@@ -424,3 +424,29 @@ async fn tenants_override_the_encodings_and_defaults_apply_to_the_others() {
     assert_eq!(other.header("content-encoding"), Some("br"));
     assert_eq!(decoded(&other), plain.body);
 }
+
+#[tokio::test]
+async fn bytes_out_count_the_compressed_bytes_sent() {
+    let (_fpm, gw) = TestGateway::with_fpm("", "").await;
+    let reply = get(&gw, "/compress.php", "gzip", &[]).await;
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    let meter = &gw.state.telemetry.usage;
+    let counted = || {
+        meter
+            .totals()
+            .values()
+            .map(|u| (u.requests, u.bytes_out))
+            .fold((0, 0), |(r, b), (r2, b2)| (r + r2, b + b2))
+    };
+    assert!(
+        support::eventually(support::SOON, || counted().0 >= 1).await,
+        "the request was never metered"
+    );
+    let (_, bytes_out) = counted();
+    // The wire bytes, not the 100,000 PHP printed (headers may or may not be counted).
+    assert!(
+        bytes_out >= reply.body.len() as u64 && bytes_out < 50_000,
+        "bytes out {bytes_out}, body on the wire {}",
+        reply.body.len()
+    );
+}
