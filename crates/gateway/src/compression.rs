@@ -10,7 +10,7 @@
 //!
 //! Never compressed: answers that already carry a `Content-Encoding`, ranges (a request
 //! with `Range`, or a 206), `text/event-stream`, answers whose script sent
-//! `X-Accel-Buffering: no`, bodies under `compression_min_bytes` (judged by
+//! `X-Accel-Buffering: no` or `Cache-Control: no-transform`, bodies under `compression_min_bytes` (judged by
 //! `Content-Length`; a streamed answer without one is compressed). The encoder flushes
 //! whenever the source has nothing more ready, so what PHP flushes reaches the client.
 
@@ -27,8 +27,11 @@ use crate::body::GatewayBody;
 pub const GZIP_LEVEL: u32 = 5;
 /// Brotli quality (0-11).
 pub const BROTLI_QUALITY: u32 = 4;
-/// Brotli window (log2 of its size), the encoder's default.
-const BROTLI_LGWIN: u32 = 22;
+/// Brotli window (log2 of its size): 512 KiB, ngx_brotli's default, not the encoder's
+/// 4 MiB, since every response being compressed holds one.
+const BROTLI_LGWIN: u32 = 19;
+/// zstd window (log2), 512 KiB for the same reason (level 3 would take 2 MiB).
+const ZSTD_WINDOW_LOG: u32 = 19;
 /// zstd level (1-22).
 pub const ZSTD_LEVEL: i32 = 3;
 /// How much compressed output is gathered before it is sent without waiting for a flush.
@@ -151,6 +154,7 @@ pub fn judge(
     min_bytes: u64,
 ) -> Verdict {
     if headers.contains_key(header::CONTENT_ENCODING)
+        || forbids_transform(headers)
         || status == StatusCode::PARTIAL_CONTENT
         || headers.contains_key(header::CONTENT_RANGE)
         || headers
@@ -179,6 +183,17 @@ pub fn judge(
     } else {
         Verdict::Compress
     }
+}
+
+/// `Cache-Control: no-transform` (RFC 9111 §5.2.2.6): the script wants its bytes as
+/// they are.
+fn forbids_transform(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+        })
+    })
 }
 
 /// Text, JSON, JavaScript, XML, SVG, wasm and fonts; never `text/event-stream`, whose
@@ -305,7 +320,9 @@ impl Encoder {
                 BROTLI_LGWIN,
             ))),
             Encoding::Zstd => {
-                State::Zstd(zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?)
+                let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
+                encoder.window_log(ZSTD_WINDOW_LOG)?;
+                State::Zstd(encoder)
             }
         };
         Ok(Self {
@@ -541,6 +558,10 @@ mod tests {
             headers(&[("content-type", "text/html"), ("content-encoding", "gzip")]),
             headers(&[("content-type", "text/event-stream")]),
             headers(&[("content-type", "text/html"), ("x-accel-buffering", "no")]),
+            headers(&[
+                ("content-type", "text/html"),
+                ("cache-control", "public, no-transform"),
+            ]),
             headers(&[("content-type", "image/png")]),
             headers(&[]),
         ] {
