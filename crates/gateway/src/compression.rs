@@ -114,6 +114,27 @@ pub fn negotiate(accept: Option<&HeaderValue>, offered: &[Encoding]) -> Option<E
     best.map(|(encoding, _)| encoding)
 }
 
+/// Whether `accept` names `encoding` itself with a q-value above 0 (`*` does not count).
+pub fn names(accept: &HeaderValue, encoding: Encoding) -> bool {
+    let Ok(accept) = accept.to_str() else {
+        return false;
+    };
+    accept.split(',').any(|item| {
+        let mut fields = item.split(';');
+        let token = fields.next().unwrap_or("").trim();
+        token.eq_ignore_ascii_case(encoding.as_str())
+            && fields
+                .find_map(|param| {
+                    let (name, value) = param.split_once('=')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("q")
+                        .then(|| parse_qvalue(value.trim()))
+                })
+                .unwrap_or(Some(1000))
+                .is_some_and(|q| q > 0)
+    })
+}
+
 /// A q-value (RFC 9110 §12.4.2) in thousandths; `None` when malformed.
 fn parse_qvalue(text: &str) -> Option<u16> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
@@ -518,6 +539,9 @@ mod tests {
             Some(Encoding::Brotli)
         );
         assert_eq!(negotiate(Some(&accept("zstd")), &[]), None);
+        assert!(names(&accept("gzip, br;q=0.5"), Encoding::Brotli));
+        assert!(!names(&accept("*, br;q=0"), Encoding::Brotli));
+        assert!(!names(&accept("*"), Encoding::Gzip));
     }
 
     #[test]
