@@ -9,7 +9,9 @@
 //!
 //! Options after `--`: `--quick` (short runs, results in `benches/results/quick/`),
 //! `--rounds N` (measured runs per server at 32 connections, median by req/s; default 3),
-//! `--duration SECS` (per run; default 10), `--only c32,c1000,memory,fairness`.
+//! `--duration SECS` (per run; default 10), `--only c32,c1000,memory,fairness,compressed`
+//! (compressed: a 100 KB page with `Accept-Encoding: gzip`, gateway vs nginx at gzip
+//! level 5: CPU per request and bytes on the wire).
 //! `GATEWAY_BIN` picks a gateway binary; otherwise `cargo build --release -p gateway` runs
 //! first. It installs nothing: it needs wrk and php-fpm, and skips nginx or Caddy rows when
 //! they are missing (`apt-get install wrk nginx-light caddy`, or
@@ -180,6 +182,17 @@ fn main() {
             ));
         }
     }
+    if options.wants("compressed") {
+        let mut compressed = vec![Kind::GatewayGzip];
+        if tools.nginx {
+            compressed.push(Kind::NginxGzip);
+        }
+        for kind in compressed {
+            results
+                .compressed
+                .push(measure_compressed(kind, &gateway_bin, &options));
+        }
+    }
     results.load_at_end = procstat::load_average();
 
     let dir = results_dir(options.quick);
@@ -236,6 +249,7 @@ fn measure_server(
         connections,
         duration: options.duration,
         timeout: CLIENT_TIMEOUT,
+        headers: Vec::new(),
     };
     WrkRun {
         connections: 32,
@@ -282,6 +296,40 @@ fn measure_once(server: &Server, run: &WrkRun) -> Row {
         ..Row::default()
     }
     .with_wrk_numbers()
+}
+
+/// A 100 KB HTML page (`compress.php`) asked for with `Accept-Encoding: gzip` at 32
+/// connections: the server's CPU per request and the bytes per answer on the wire.
+fn measure_compressed(kind: Kind, gateway_bin: &Path, options: &Options) -> Row {
+    eprintln!("load: {} on a gzip-compressed 100 KB page", kind.label());
+    let server = Server::start(kind, gateway_bin);
+    let run = WrkRun {
+        url: server.url("/compress.php?size=100000"),
+        host: "bench.test".to_owned(),
+        connections: 32,
+        duration: options.duration,
+        timeout: CLIENT_TIMEOUT,
+        headers: vec!["Accept-Encoding: gzip".to_owned()],
+    };
+    WrkRun {
+        duration: options.warmup,
+        ..run.clone()
+    }
+    .run();
+    let mut rows: Vec<Row> = (0..options.rounds)
+        .map(|_| {
+            let row = measure_once(&server, &run);
+            eprintln!(
+                "load:   {:.0} req/s, {:.1} µs CPU/req, {:.0} bytes/answer",
+                row.rps,
+                row.cpu_us_per_req,
+                row.wrk.bytes_read / row.requests.max(1) as f64
+            );
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    rows.swap_remove(rows.len() / 2)
 }
 
 /// The "PHP-FPM direct" row: fcgi-core's pool in this process, its own PHP-FPM pool.
@@ -377,6 +425,7 @@ fn measure_memory(gateway_bin: &Path, options: &Options) -> Memory {
             connections,
             duration: options.duration,
             timeout: CLIENT_TIMEOUT,
+            headers: Vec::new(),
         };
         let (peak, report) = with_rss_sampler(pid, || run.run());
         thread::sleep(settle);
@@ -429,6 +478,7 @@ fn measure_fairness(kind: Kind, gateway_bin: &Path, options: &Options) -> Fairne
         connections: 8,
         duration: options.duration,
         timeout: CLIENT_TIMEOUT,
+        headers: Vec::new(),
     };
     WrkRun {
         duration: options.warmup,
@@ -443,6 +493,7 @@ fn measure_fairness(kind: Kind, gateway_bin: &Path, options: &Options) -> Fairne
         connections: 64,
         duration: options.duration + Duration::from_secs(3),
         timeout: CLIENT_TIMEOUT,
+        headers: Vec::new(),
     };
     let a_child = a.spawn();
     thread::sleep(Duration::from_secs(1));

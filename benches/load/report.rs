@@ -177,6 +177,8 @@ pub struct Results {
     pub memory: Option<Memory>,
     /// Fairness, per server.
     pub fairness: Vec<Fairness>,
+    /// A gzip-compressed 100 KB page, per server.
+    pub compressed: Vec<Row>,
     /// 1-minute load average when done.
     pub load_at_end: f64,
 }
@@ -200,6 +202,7 @@ impl Results {
             c1000: Vec::new(),
             memory: None,
             fairness: Vec::new(),
+            compressed: Vec::new(),
             load_at_end: f64::NAN,
         }
     }
@@ -410,6 +413,30 @@ impl Results {
             );
             let _ = writeln!(out, "| after it | {:.1} |\n", m.after_c1000_mib);
         }
+        if !self.compressed.is_empty() {
+            let _ = writeln!(
+                out,
+                "## Compressed 100 KB HTML page (`compress.php`, `Accept-Encoding: gzip`, gzip level 5, 32 connections)\n"
+            );
+            let _ = writeln!(
+                out,
+                "| server | req/s | CPU µs/req | bytes/answer on the wire (headers included) | p99 ms | failed |"
+            );
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+            for row in &self.compressed {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.0} | {:.1} | {:.0} | {:.2} | {} |",
+                    row.label,
+                    row.rps,
+                    row.cpu_us_per_req,
+                    row.wrk.bytes_read / row.requests.max(1) as f64,
+                    row.p99_ms,
+                    row.socket_errors + row.non_2xx
+                );
+            }
+            let _ = writeln!(out);
+        }
         if !self.fairness.is_empty() {
             let _ = writeln!(
                 out,
@@ -542,6 +569,14 @@ impl Results {
                 "b_p99_ratio": num(f.p99_ratio()),
                 "b_rps_share": num(f.rps_share()),
                 "fair": f.fair(),
+            })).collect::<Vec<_>>(),
+            "compressed": self.compressed.iter().map(|r| json!({
+                "id": r.id,
+                "label": r.label,
+                "rps": num(r.rps),
+                "cpu_us_per_req": num(r.cpu_us_per_req),
+                "bytes_per_answer": num(r.wrk.bytes_read / r.requests.max(1) as f64),
+                "p99_ms": num(r.p99_ms),
             })).collect::<Vec<_>>(),
             "targets": targets,
         })

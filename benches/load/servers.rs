@@ -39,6 +39,10 @@ pub enum Kind {
     NginxPlain,
     /// Caddy's `php_fastcgi`.
     Caddy,
+    /// The gateway compressing with gzip only (level 5), for the compressed-page row.
+    GatewayGzip,
+    /// nginx keepalive with `gzip on; gzip_comp_level 5`, the same level.
+    NginxGzip,
 }
 
 impl Kind {
@@ -52,6 +56,8 @@ impl Kind {
             Kind::NginxKeepalive => "nginx keepalive",
             Kind::NginxPlain => "nginx no keepalive",
             Kind::Caddy => "caddy",
+            Kind::GatewayGzip => "gateway, gzip 5",
+            Kind::NginxGzip => "nginx keepalive, gzip 5",
         }
     }
 
@@ -65,6 +71,8 @@ impl Kind {
             Kind::NginxKeepalive => "nginx_keepalive",
             Kind::NginxPlain => "nginx_plain",
             Kind::Caddy => "caddy",
+            Kind::GatewayGzip => "gateway_gzip",
+            Kind::NginxGzip => "nginx_gzip",
         }
     }
 }
@@ -96,21 +104,29 @@ impl Server {
     /// `hello.php` answers through it.
     pub fn start(kind: Kind, gateway_bin: &Path) -> Server {
         let server = Self::launch(kind, |upstream, dir| match kind {
-            Kind::Gateway | Kind::GatewayQuiet | Kind::GatewayOneThread | Kind::GatewayCapped => {
+            Kind::Gateway
+            | Kind::GatewayQuiet
+            | Kind::GatewayOneThread
+            | Kind::GatewayCapped
+            | Kind::GatewayGzip => {
                 let port = free_port();
                 let tenants = default_tenants(kind == Kind::GatewayCapped);
-                let threads = if kind == Kind::GatewayOneThread {
-                    "worker_threads = 1\n"
-                } else {
-                    ""
+                let threads = match kind {
+                    Kind::GatewayOneThread => "worker_threads = 1\n",
+                    Kind::GatewayGzip => "compression = [\"gzip\"]\n",
+                    _ => "",
                 };
                 let config = gateway_config(port, upstream, threads, &tenants);
                 let quiet = kind == Kind::GatewayQuiet;
                 (port, spawn_gateway(gateway_bin, dir, &config, quiet))
             }
-            Kind::NginxKeepalive | Kind::NginxPlain => {
-                let nginx = Nginx::start(&nginx_config(upstream, kind == Kind::NginxKeepalive))
-                    .expect("cannot start nginx");
+            Kind::NginxKeepalive | Kind::NginxPlain | Kind::NginxGzip => {
+                let mut config = nginx_config(upstream, kind != Kind::NginxPlain);
+                if kind == Kind::NginxGzip {
+                    // The gateway's level and minimum; text/html is always in gzip_types.
+                    config.insert_str(0, "gzip on;\ngzip_comp_level 5;\ngzip_min_length 1024;\n");
+                }
+                let nginx = Nginx::start(&config).expect("cannot start nginx");
                 (nginx.port(), Process::Nginx(nginx))
             }
             Kind::Caddy => {

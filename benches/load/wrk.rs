@@ -17,6 +17,8 @@ pub struct WrkRun {
     pub duration: Duration,
     /// A request slower than this counts as a timeout error (`--timeout`).
     pub timeout: Duration,
+    /// More request headers (`Accept-Encoding: gzip`).
+    pub headers: Vec<String>,
 }
 
 /// What `wrk --latency` reported.
@@ -42,6 +44,8 @@ pub struct WrkReport {
     pub timeouts: u64,
     /// Answers with a status of 400 or more (wrk's "Non-2xx or 3xx responses").
     pub non_2xx: u64,
+    /// Bytes received, headers included (wrk's "... read", to its 2-digit precision).
+    pub bytes_read: f64,
 }
 
 impl WrkReport {
@@ -65,6 +69,7 @@ impl WrkRun {
             .arg("--latency")
             .arg("-H")
             .arg(format!("Host: {}", self.host))
+            .args(self.headers.iter().flat_map(|h| ["-H", h.as_str()]))
             .arg(&self.url)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -119,6 +124,10 @@ pub fn parse(text: &str) -> Option<WrkReport> {
                 report.rps = v.parse().ok()?;
                 saw_rps = true;
             }
+            [n, "requests", "in", _, read, "read"] => {
+                report.requests = n.parse().ok()?;
+                report.bytes_read = bytes(read)?;
+            }
             [n, "requests", "in", ..] => report.requests = n.parse().ok()?,
             ["Non-2xx", "or", "3xx", "responses:", n] => report.non_2xx = n.parse().ok()?,
             ["Socket", "errors:", rest @ ..] => {
@@ -137,6 +146,21 @@ pub fn parse(text: &str) -> Option<WrkReport> {
         }
     }
     saw_rps.then_some(report)
+}
+
+/// wrk's sizes: `40.12MB`, `812.00KB`, `1.01GB`, `512.00B` (powers of 1024).
+fn bytes(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (value, unit) = text.split_at(split);
+    let value: f64 = value.parse().ok()?;
+    let factor = match unit {
+        "B" => 1.0,
+        "KB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(value * factor)
 }
 
 /// wrk's durations: `812.00us`, `1.23ms`, `2.01s`, `1.50m`.

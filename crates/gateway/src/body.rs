@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use tower_http::services::fs::ServeFileSystemResponseBody;
 
 use crate::access::RequestRecord;
+use crate::compression::Encoder;
 
 /// Errors a response body can end with (the connection is then closed mid-response).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -22,6 +23,8 @@ pin_project_lite::pin_project! {
         FastCgi { body: Option<fcgi_core::ResponseBody> },
         Static { #[pin] body: ServeFileSystemResponseBody },
         Boxed { #[pin] body: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError> },
+        // Another body run through an encoder; what comes out is what the client gets.
+        Compressed { source: Pin<Box<Inner>>, encoder: Encoder },
     }
 }
 
@@ -45,6 +48,82 @@ impl Inner {
             Inner::FastCgi { body } => body.as_ref().is_none_or(|b| b.is_end_stream()),
             Inner::Static { body } => body.is_end_stream(),
             Inner::Boxed { body } => body.is_end_stream(),
+            Inner::Compressed { encoder, .. } => encoder.is_finished(),
+        }
+    }
+
+    /// Polls the body for its next frame; `record` learns PHP-FPM's time and errors.
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        record: Option<&mut RequestRecord>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            InnerProj::FastCgi { body } => {
+                let Some(body) = body.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                if let Some(record) = record {
+                    match &polled {
+                        Poll::Ready(None) => record.fpm_time = body.fpm_time(),
+                        Poll::Ready(Some(Err(err))) => record.upstream_error(err),
+                        _ => {}
+                    }
+                }
+                polled.map_err(Into::into)
+            }
+            InnerProj::Static { body } => body.poll_frame(cx).map_err(Into::into),
+            InnerProj::Boxed { body } => body.poll_frame(cx),
+            InnerProj::Compressed { source, encoder } => {
+                poll_compressed(source.as_mut(), encoder, record, cx)
+            }
+        }
+    }
+}
+
+/// The next frame of a compressed body: every frame the source has ready goes into the
+/// encoder; when the source has to wait (PHP has not printed more yet) what was written
+/// is flushed out, so progressive output still arrives as it is produced. Trailers are
+/// dropped (they would describe the unencoded body).
+fn poll_compressed(
+    mut source: Pin<&mut Inner>,
+    encoder: &mut Encoder,
+    mut record: Option<&mut RequestRecord>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if encoder.is_finished() {
+        return Poll::Ready(None);
+    }
+    loop {
+        match source.as_mut().poll_frame(record.as_deref_mut(), cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if let Err(err) = encoder.write(data) {
+                        return Poll::Ready(Some(Err(err.into())));
+                    }
+                    if encoder.output_due() {
+                        return Poll::Ready(Some(Ok(Frame::data(encoder.take()))));
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
+            Poll::Ready(None) => {
+                return Poll::Ready(Some(encoder.finish().map(Frame::data).map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if encoder.has_unflushed() {
+                    match encoder.flush() {
+                        Ok(out) if !out.is_empty() => {
+                            return Poll::Ready(Some(Ok(Frame::data(out))))
+                        }
+                        Ok(_) => {}
+                        Err(err) => return Poll::Ready(Some(Err(err.into()))),
+                    }
+                }
+                return Poll::Pending;
+            }
         }
     }
 }
@@ -56,6 +135,7 @@ impl std::fmt::Debug for GatewayBody {
             Inner::FastCgi { .. } => "fastcgi",
             Inner::Static { .. } => "static",
             Inner::Boxed { .. } => "boxed",
+            Inner::Compressed { .. } => "compressed",
         };
         f.debug_struct("GatewayBody").field("kind", &kind).finish()
     }
@@ -105,6 +185,14 @@ impl GatewayBody {
         })
     }
 
+    /// This body run through `encoder`: the client gets what comes out of it.
+    pub(crate) fn compressed(self, encoder: Encoder) -> Self {
+        Self::from_inner(Inner::Compressed {
+            source: Box::pin(self.inner),
+            encoder,
+        })
+    }
+
     /// Attaches the request's record, written out when this body is dropped, and the
     /// response's `Content-Length`, which tells when the body is complete. `bodiless`
     /// says the client gets no body whatever PHP prints (HEAD, 1xx, 204, 304).
@@ -151,26 +239,10 @@ impl Body for GatewayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        let polled: Poll<Option<Result<Frame<Bytes>, BoxError>>> =
-            match this.inner.as_mut().project() {
-                InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-                InnerProj::FastCgi { body } => {
-                    let Some(body) = body.as_mut() else {
-                        return Poll::Ready(None);
-                    };
-                    let polled = Pin::new(&mut *body).poll_frame(cx);
-                    if let Some(record) = this.record.as_mut() {
-                        match &polled {
-                            Poll::Ready(None) => record.fpm_time = body.fpm_time(),
-                            Poll::Ready(Some(Err(err))) => record.upstream_error(err),
-                            _ => {}
-                        }
-                    }
-                    polled.map_err(Into::into)
-                }
-                InnerProj::Static { body } => body.poll_frame(cx).map_err(Into::into),
-                InnerProj::Boxed { body } => body.poll_frame(cx),
-            };
+        let polled = this
+            .inner
+            .as_mut()
+            .poll_frame(this.record.as_deref_mut(), cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             let len = frame.data_ref().map_or(0, |d| d.len() as u64);
             if let Some(left) = this.remaining.as_mut() {
@@ -213,6 +285,7 @@ impl Body for GatewayBody {
                 .map_or_else(|| SizeHint::with_exact(0), http_body::Body::size_hint),
             Inner::Static { body } => body.size_hint(),
             Inner::Boxed { body } => body.size_hint(),
+            Inner::Compressed { .. } => SizeHint::default(),
         }
     }
 }

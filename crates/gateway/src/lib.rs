@@ -26,6 +26,7 @@ pub(crate) mod admin;
 pub mod body;
 pub(crate) mod cgi;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod connection;
 pub mod error;

@@ -12,6 +12,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::access::RequestRecord;
 use crate::body::GatewayBody;
+use crate::compression::{self, ClientEncodings, Policy};
 
 /// Headers that describe one hop and never pass through a gateway.
 const HOP_BY_HOP: [HeaderName; 5] = [
@@ -49,20 +50,26 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// The response as it goes to the client: our headers, and the request's record riding
 /// on the body so the access log and usage are written when it is really finished. `head`
 /// says the request was a HEAD.
+///
+/// Compression is decided here too, for every kind of answer alike ([`compression`]):
+/// the client's `Accept-Encoding` against `policy`.
 pub(crate) fn finish(
     mut response: Response<GatewayBody>,
     mut record: Box<RequestRecord>,
     head: bool,
+    client: &ClientEncodings,
+    policy: Policy<'_>,
 ) -> Response<GatewayBody> {
     finish_headers(&mut response);
     record.status = response.status().as_u16();
+    let bodiless = is_bodiless(head, response.status());
+    let response = compression::apply(response, client, policy, bodiless);
     let (parts, body) = response.into_parts();
     let content_length = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let bodiless = is_bodiless(head, parts.status);
     Response::from_parts(parts, body.with_record(record, content_length, bodiless))
 }
 

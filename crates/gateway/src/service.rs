@@ -21,11 +21,13 @@ use http_body::Body;
 use crate::access::RequestRecord;
 use crate::body::GatewayBody;
 use crate::cgi::CgiRequest;
+use crate::compression::{ClientEncodings, Policy};
 use crate::error::GatewayError;
 use crate::peer::{ConnInfo, Peer};
 use crate::resolve::{self, Resolution};
 use crate::snapshot::{SharedState, Snapshot};
 use crate::spool::SpoolLimits;
+use crate::tenant::Tenant;
 use crate::{fastcgi, routing};
 
 /// The gateway as a `tower::Service<http::Request<B>>`. Cheap to clone.
@@ -110,14 +112,21 @@ where
         req.method(),
         req.uri().path(),
     ));
-    let response = match serve(&snapshot, req, conn, &mut record).await {
+    let client = ClientEncodings::of(req.headers());
+    let mut tenant = None;
+    let response = match serve(&snapshot, req, conn, &mut record, &mut tenant).await {
         Ok(response) => response,
         Err(err) => {
             err.log(record.tenant.as_deref());
             err.into_response(snapshot.config.server.retry_after)
         }
     };
-    crate::response::finish(response, record, head)
+    let config = &snapshot.config;
+    let policy = Policy {
+        offered: config.compression_for(tenant.as_ref().and_then(|t| t.compression.as_deref())),
+        min_bytes: config.server.compression_min_bytes,
+    };
+    crate::response::finish(response, record, head, &client, policy)
 }
 
 /// The flow, step after step. The record learns the tenant and the body length here, as
@@ -127,6 +136,7 @@ async fn serve<B>(
     req: Request<B>,
     conn: ConnInfo,
     record: &mut RequestRecord,
+    tenant_out: &mut Option<Arc<Tenant>>,
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -156,6 +166,7 @@ where
         .ok_or_else(|| GatewayError::not_found("no tenant for this host"))?
         .clone();
     record.tenant = Some(tenant.name.clone());
+    *tenant_out = Some(tenant.clone());
     if !tenant.enabled {
         return Ok(suspended(snapshot));
     }
@@ -166,7 +177,8 @@ where
     )? {
         Resolution::Static { file } => {
             let req = Request::from_parts(parts, ());
-            crate::static_files::serve_file(&file, req).await
+            let offered = config.compression_for(tenant.compression.as_deref());
+            crate::static_files::serve_file(&file, req, offered).await
         }
         Resolution::RedirectToDir { location } => redirect(location, parts.uri.query()),
         Resolution::Forbidden => Err(GatewayError::forbidden("path is never served")),

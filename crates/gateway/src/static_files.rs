@@ -5,6 +5,13 @@
 //! `ETag` (nginx's `"mtime-size"` in hex), `If-None-Match` and `If-Range` are handled
 //! here around it.
 //!
+//! Precompressed sidecars (`style.css.br`, `.zst`, `.gz` next to the file, as nginx's
+//! `gzip_static` and Caddy's `precompressed` serve them) are chosen here by the client's
+//! `Accept-Encoding` among the encodings the tenant offers, when they are not older than
+//! the file; each encoding has its own `ETag` (`"mtime-size-br"`). A `Range` request is
+//! always served from the file itself (identity), as nginx does. Without a sidecar the
+//! answer is compressed on the fly like any other, in response mapping.
+//!
 //! Which paths may be served at all (never `.php` source, never dotfiles, never outside the
 //! root) is decided earlier, in [`crate::resolve`]; this module only serves a file
 //! already known to be safe.
@@ -17,27 +24,43 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use crate::body::GatewayBody;
+use crate::compression::{self, Encoding};
 use crate::error::GatewayError;
 
 /// Serves one regular file for `req` (method and conditional/range headers are honoured).
+/// `offered` lists the encodings whose sidecars may be served, most preferred first.
 pub async fn serve_file<B>(
     file: &Path,
     mut req: Request<B>,
+    offered: &[Encoding],
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: Send + 'static,
 {
     // A file that vanished meanwhile is left to ServeFile to answer (404).
-    let validators = tokio::fs::metadata(file)
-        .await
-        .ok()
-        .map(|m| Validators::of(&m));
+    let meta = tokio::fs::metadata(file).await.ok();
+    let sidecar = match &meta {
+        Some(meta) if !req.headers().contains_key(header::RANGE) => {
+            choose_sidecar(file, meta, req.headers(), offered).await
+        }
+        _ => None,
+    };
+    let validators = meta.map(|m| Validators::of(&m, sidecar));
     if let Some(validators) = &validators {
-        if let Some(response) = validators.apply(&mut req) {
+        if let Some(mut response) = validators.apply(&mut req) {
+            if sidecar.is_some() {
+                compression::add_vary(response.headers_mut());
+            }
             return Ok(response);
         }
     }
-    let response = ServeFile::new(file).oneshot(req).await.map_err(|err| {
+    let serve = match sidecar {
+        None => ServeFile::new(file),
+        Some(Encoding::Gzip) => ServeFile::new(file).precompressed_gzip(),
+        Some(Encoding::Brotli) => ServeFile::new(file).precompressed_br(),
+        Some(Encoding::Zstd) => ServeFile::new(file).precompressed_zstd(),
+    };
+    let response = serve.oneshot(req).await.map_err(|err| {
         GatewayError::internal(format!("serving {}", file.display())).with_cause(err)
     })?;
     let (mut parts, body) = response.into_parts();
@@ -54,7 +77,42 @@ where
             parts.headers.insert(header::ETAG, validators.etag);
         }
     }
+    if parts.headers.contains_key(header::CONTENT_ENCODING) {
+        compression::add_vary(&mut parts.headers);
+    }
     Ok(Response::from_parts(parts, GatewayBody::static_file(body)))
+}
+
+/// The precompressed sidecar the client gets, if any: among the `offered` encodings
+/// whose `FILE.<suffix>` is a regular file not older than `file`, the one the client's
+/// `Accept-Encoding` prefers.
+async fn choose_sidecar(
+    file: &Path,
+    meta: &std::fs::Metadata,
+    headers: &HeaderMap,
+    offered: &[Encoding],
+) -> Option<Encoding> {
+    let accept = headers.get(header::ACCEPT_ENCODING)?;
+    // Cheap first: no stat for encodings the client does not name (ServeFile, which
+    // sends the sidecar, knows no `*`; such a client gets the file compressed on the fly).
+    let wanted: Vec<Encoding> = offered
+        .iter()
+        .copied()
+        .filter(|&e| compression::names(accept, e))
+        .collect();
+    let modified = meta.modified().ok()?;
+    let mut fresh = Vec::with_capacity(wanted.len());
+    for encoding in wanted {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".");
+        name.push(encoding.file_suffix());
+        if let Ok(side) = tokio::fs::metadata(Path::new(&name)).await {
+            if side.is_file() && side.modified().is_ok_and(|m| m >= modified) {
+                fresh.push(encoding);
+            }
+        }
+    }
+    compression::negotiate(Some(accept), &fresh)
 }
 
 /// A file's validators as the client sees them.
@@ -66,12 +124,16 @@ struct Validators {
 }
 
 impl Validators {
-    fn of(meta: &std::fs::Metadata) -> Self {
+    /// The validators of `meta`'s file, or of its `sidecar` encoding of it.
+    fn of(meta: &std::fs::Metadata, sidecar: Option<Encoding>) -> Self {
         let modified = meta.modified().ok();
         let secs = modified
             .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let etag = format!("\"{secs:x}-{:x}\"", meta.len());
+        let etag = match sidecar {
+            None => format!("\"{secs:x}-{:x}\"", meta.len()),
+            Some(encoding) => format!("\"{secs:x}-{:x}-{}\"", meta.len(), encoding.as_str()),
+        };
         Self {
             // Quotes, hex digits and a dash: always a valid value.
             etag: HeaderValue::try_from(etag).unwrap_or(HeaderValue::from_static("\"0-0\"")),
@@ -145,7 +207,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("style.css");
         std::fs::write(&file, "body { color: red }").unwrap();
-        let response = serve_file(&file, Request::new(())).await.unwrap();
+        let response = serve_file(&file, Request::new(()), &[]).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "text/css");
         assert!(response.headers().contains_key(header::LAST_MODIFIED));
@@ -156,7 +218,7 @@ mod tests {
             .header(header::RANGE, "bytes=0-3")
             .body(())
             .unwrap();
-        let response = serve_file(&file, ranged).await.unwrap();
+        let response = serve_file(&file, ranged, &[]).await.unwrap();
         assert_eq!(response.status(), 206);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"body");

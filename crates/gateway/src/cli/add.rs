@@ -48,6 +48,7 @@ pub fn tenants_add(
             max_concurrency,
             request_buffering: None,
             tls: None,
+            compression: None,
         },
     };
     let ((), config) = tenant_ops::edit(path, |doc| {

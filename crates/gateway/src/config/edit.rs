@@ -322,6 +322,9 @@ fn new_tenant_item(tenant: &TenantSettings, max_concurrency: Option<i64>, inline
     if let Some(tls) = &tenant.tls {
         table.insert("tls", Item::Value(tls.toml_value()));
     }
+    if let Some(list) = &tenant.compression {
+        table.insert("compression", Item::Value(compression_value(list)));
+    }
     if inline {
         Item::Value(Value::InlineTable(table.into_inline_table()))
     } else {
@@ -405,12 +408,36 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantSettings, max_concurr
             }
         }
     }
+
+    match &tenant.compression {
+        None => {
+            table.remove("compression");
+        }
+        Some(list) => {
+            let written = table.get("compression").and_then(Item::as_array);
+            let same = written.is_some_and(|old| {
+                old.len() == list.len()
+                    && old
+                        .iter()
+                        .zip(list)
+                        .all(|(old, new)| old.as_str() == Some(new.as_str()))
+            });
+            if !same {
+                set_value(table, "compression", compression_value(list));
+            }
+        }
+    }
 }
 
 /// The `tls` key alone, to compare what is written with what is asked for.
 #[derive(serde::Deserialize)]
 struct TlsKey {
     tls: crate::tls::TlsSetting,
+}
+
+/// A tenant's encoding list as written: `["zstd", "br"]`.
+fn compression_value(list: &[crate::compression::Encoding]) -> Value {
+    Value::Array(list.iter().map(|e| e.as_str()).collect())
 }
 
 /// Brings a params table (inline or `[tenants.NAME.params]`) to `tenant.params`: removes

@@ -31,6 +31,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::compression::Encoding;
+
 pub use edit::{ConfigDocument, EditError};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use fastcgi::{FastCgiConfig, Upstream};
@@ -64,12 +66,28 @@ pub struct Config {
     /// `[defaults] request_buffering`: whether tenants that do not say read request
     /// bodies whole before asking PHP-FPM (the default, `true`) or stream them.
     pub default_request_buffering: bool,
+    /// `[defaults] compression`: the encodings of tenants that list none; `None`: the
+    /// server's.
+    pub default_compression: Option<Vec<Encoding>>,
     /// `[usage]`.
     pub usage: UsageConfig,
     /// `[tenants.NAME]`, by name.
     pub tenants: BTreeMap<String, TenantConfig>,
     /// `[tls]` and `[defaults] tls`.
     pub tls: crate::tls::TlsConfig,
+}
+
+impl Config {
+    /// The encodings offered to a tenant's clients, most preferred first: its own list,
+    /// else `[defaults] compression`, else `[server] compression`; empty means off.
+    pub fn compression_for<'a>(
+        &'a self,
+        tenant_compression: Option<&'a [Encoding]>,
+    ) -> &'a [Encoding] {
+        tenant_compression
+            .or(self.default_compression.as_deref())
+            .unwrap_or(&self.server.compression)
+    }
 }
 
 /// The validated `[usage]` table.
@@ -94,6 +112,7 @@ impl fmt::Debug for Config {
                 &self.default_params.keys().collect::<Vec<_>>(),
             )
             .field("default_request_buffering", &self.default_request_buffering)
+            .field("default_compression", &self.default_compression)
             .field("usage", &self.usage)
             .field("tenants", &self.tenants)
             .field("tls", &self.tls)
@@ -169,6 +188,14 @@ impl Config {
                 .map_err(|kind| ConfigError::new(kind).at(keys(&["defaults", "params", name])))?;
         }
 
+        let default_compression = match raw.defaults.compression {
+            None => None,
+            Some(list) => Some(server::check_encodings(
+                list,
+                "defaults.compression",
+                &["defaults", "compression"],
+            )?),
+        };
         let tenants = check_tenants(raw.tenants)?;
         let tls =
             crate::tls::config::validate(raw.tls, raw.defaults.tls, &server, &tenants, base_dir)?;
@@ -188,6 +215,7 @@ impl Config {
             fastcgi,
             default_params: raw.defaults.params,
             default_request_buffering: raw.defaults.request_buffering.unwrap_or(true),
+            default_compression,
             usage,
             tenants,
             tls,

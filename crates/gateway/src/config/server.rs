@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::error::{keys, ConfigError, KeySegment};
 use super::units::{ByteSize, HumanDuration};
+use crate::compression::{Encoding, DEFAULT_ENCODINGS, DEFAULT_MIN_BYTES};
 
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY: u64 = 64 << 20;
@@ -91,6 +92,11 @@ pub struct ServerConfig {
     pub redirect_https: bool,
     /// `Strict-Transport-Security` value sent on HTTPS answers; none when `None`.
     pub hsts: Option<String>,
+    /// Encodings offered to clients, most preferred first (the order breaks q-value ties);
+    /// empty: no compression. Tenants may override it.
+    pub compression: Vec<Encoding>,
+    /// Bodies shorter than this (by `Content-Length`) are sent uncompressed.
+    pub compression_min_bytes: u64,
 }
 
 /// The admin API's bearer token. Never printed: `Debug` shows `"<redacted>"`.
@@ -156,6 +162,8 @@ pub(crate) struct RawServer {
     tls_listen: Option<OneOrMany>,
     redirect_https: Option<bool>,
     hsts: Option<String>,
+    compression: Option<Vec<Encoding>>,
+    compression_min_bytes: Option<ByteSize>,
 }
 
 /// A string or a list of strings: `listen = "a"` and `listen = ["a", "b"]` both read well.
@@ -327,6 +335,10 @@ impl RawServer {
                 Some(value.clone())
             }
         };
+        let compression = match self.compression {
+            None => DEFAULT_ENCODINGS.to_vec(),
+            Some(list) => check_encodings(list, "server.compression", &["server", "compression"])?,
+        };
         let suspended_page = match self.suspended_page {
             None => None,
             Some(page) => {
@@ -370,6 +382,10 @@ impl RawServer {
             tls_listen,
             redirect_https: self.redirect_https.unwrap_or(true),
             hsts,
+            compression,
+            compression_min_bytes: self
+                .compression_min_bytes
+                .map_or(DEFAULT_MIN_BYTES, |s| s.0),
         })
     }
 
@@ -421,6 +437,27 @@ fn positive(
         }
         Some(HumanDuration(d)) => Ok(d),
     }
+}
+
+/// An encoding list as written, each encoding at most once.
+pub(crate) fn check_encodings(
+    list: Vec<Encoding>,
+    field: &'static str,
+    at: &[&str],
+) -> Result<Vec<Encoding>, ConfigError> {
+    for (index, encoding) in list.iter().enumerate() {
+        if list[..index].contains(encoding) {
+            let mut path: Vec<KeySegment> =
+                at.iter().map(|k| KeySegment::Key((*k).into())).collect();
+            path.push(KeySegment::Index(index));
+            return Err(ConfigError::invalid(
+                field,
+                format!("{:?} is listed twice", encoding.as_str()),
+            )
+            .at(path));
+        }
+    }
+    Ok(list)
 }
 
 fn parse_listen(all: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
@@ -535,6 +572,26 @@ mod tests {
             let key = bad.split(' ').next().unwrap();
             assert!(err.to_string().contains(key) || err.is_io(), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn compression_defaults_to_every_encoding_and_rejects_unknown_or_repeated_ones() {
+        let server = raw("listen = \"127.0.0.1:8080\"")
+            .validate(Path::new("/"))
+            .unwrap();
+        assert_eq!(server.compression, DEFAULT_ENCODINGS);
+        assert_eq!(server.compression_min_bytes, 1024);
+        let server =
+            raw("listen = \"127.0.0.1:8080\"\ncompression = []\ncompression_min_bytes = \"2KiB\"")
+                .validate(Path::new("/"))
+                .unwrap();
+        assert!(server.compression.is_empty());
+        assert_eq!(server.compression_min_bytes, 2048);
+        let err = raw("listen = \"127.0.0.1:8080\"\ncompression = [\"gzip\", \"gzip\"]")
+            .validate(Path::new("/"))
+            .unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+        assert!(toml::from_str::<RawServer>("listen = \"a\"\ncompression = [\"lz4\"]").is_err());
     }
 
     #[test]

@@ -13,6 +13,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::error::{ConfigError, ConfigErrorKind, KeySegment};
+use super::server::check_encodings;
+use crate::compression::Encoding;
 
 /// CGI variables the gateway derives from each request. A tenant param with one of these
 /// names would silently replace the request's own value (tenant params are sent last and
@@ -55,6 +57,10 @@ pub struct TenantSettings {
     /// default, see [`crate::tls::TlsConfig::setting_for`]) when `None`.
     #[serde(default)]
     pub tls: Option<crate::tls::TlsSetting>,
+    /// Encodings offered to this tenant's clients, most preferred first (empty: no
+    /// compression); `[defaults] compression`, then `[server] compression` when `None`.
+    #[serde(default)]
+    pub compression: Option<Vec<Encoding>>,
 }
 
 /// One tenant's validated settings: what [`TenantSettings::validate`] returns and
@@ -82,6 +88,8 @@ pub struct TenantConfig {
     pub request_buffering: Option<bool>,
     /// How the tenant's hosts get a certificate; `None` follows `[defaults] tls`.
     pub tls: Option<crate::tls::TlsSetting>,
+    /// This tenant's own encoding list (each encoding once); `None`: the default's.
+    pub compression: Option<Vec<Encoding>>,
 }
 
 fn enabled_by_default() -> bool {
@@ -101,6 +109,7 @@ macro_rules! tenant_impls {
                     max_concurrency: None,
                     request_buffering: None,
                     tls: None,
+                    compression: None,
                 }
             }
         }
@@ -114,6 +123,7 @@ macro_rules! tenant_impls {
                     .field("max_concurrency", &self.max_concurrency)
                     .field("request_buffering", &self.request_buffering)
                     .field("tls", &self.tls)
+                    .field("compression", &self.compression)
                     .finish()
             }
         }
@@ -328,6 +338,13 @@ impl TenantSettings {
             .for_tenant(name)
             .at([KeySegment::Key("max_concurrency".into())]));
         }
+        let compression = match self.compression {
+            None => None,
+            Some(list) => Some(
+                check_encodings(list, "compression", &["compression"])
+                    .map_err(|err| err.for_tenant(name))?,
+            ),
+        };
         let tenant = TenantConfig {
             hosts: patterns.iter().map(HostPattern::to_config_string).collect(),
             params: self.params,
@@ -335,6 +352,7 @@ impl TenantSettings {
             max_concurrency: self.max_concurrency,
             request_buffering: self.request_buffering,
             tls: self.tls,
+            compression,
         };
         Ok((tenant, patterns))
     }
@@ -409,6 +427,9 @@ pub(crate) struct RawDefaults {
     /// `[defaults] tls`.
     #[serde(default)]
     pub(crate) tls: Option<crate::tls::TlsSetting>,
+    /// `[defaults] compression`: the encoding list of tenants that set none.
+    #[serde(default)]
+    pub(crate) compression: Option<Vec<Encoding>>,
 }
 
 #[cfg(test)]
@@ -558,6 +579,23 @@ mod tests {
             err.to_string(),
             "host \"a.example\" is listed twice in tenant \"t1\""
         );
+    }
+
+    #[test]
+    fn a_tenants_compression_list_is_kept_and_checked_for_repeats() {
+        let t: TenantSettings =
+            toml::from_str("hosts = [\"a.example\"]\ncompression = [\"br\", \"gzip\"]").unwrap();
+        let config = t.validate("t1").unwrap();
+        assert_eq!(
+            config.compression,
+            Some(vec![Encoding::Brotli, Encoding::Gzip])
+        );
+        let t: TenantSettings =
+            toml::from_str("hosts = [\"a.example\"]\ncompression = [\"br\", \"br\"]").unwrap();
+        let err = t.validate("t1").unwrap_err();
+        assert_eq!(err.tenant(), Some("t1"));
+        assert!(err.to_string().contains("twice"), "{err}");
+        assert!(toml::from_str::<TenantSettings>("compression = [\"deflate\"]").is_err());
     }
 
     #[test]

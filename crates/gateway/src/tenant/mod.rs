@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use fcgi_core::Params;
 
+use crate::compression::Encoding;
 use crate::config::{ConfigError, TenantConfig};
 
 pub use registry::Registry;
@@ -39,6 +40,9 @@ pub struct Tenant {
     /// Read request bodies whole before asking PHP-FPM (`Some(true)`) or stream them
     /// (`Some(false)`); `None` follows `[defaults] request_buffering`.
     pub request_buffering: Option<bool>,
+    /// The tenant's own encoding list; `None`: the configuration's default
+    /// ([`Config::compression_for`](crate::config::Config::compression_for)).
+    pub compression: Option<Box<[Encoding]>>,
     /// Whether any name in `params` starts with `HTTP_`. Validation forbids it, so this
     /// is normally false and the per-request header filter skips hashing each header
     /// name against `param_names`; it exists so that filter stays correct if the rule
@@ -91,6 +95,7 @@ impl Tenant {
             enabled: config.enabled,
             max_concurrency: config.max_concurrency,
             request_buffering: config.request_buffering,
+            compression: config.compression.as_deref().map(Box::from),
             shadows_headers,
         })
     }
