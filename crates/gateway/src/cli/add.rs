@@ -47,6 +47,7 @@ pub fn tenants_add(
             enabled,
             max_concurrency,
             request_buffering: None,
+            private_root: None,
         },
     };
     let ((), config) = tenant_ops::edit(path, |doc| {
