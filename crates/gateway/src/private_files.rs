@@ -5,7 +5,8 @@
 //!
 //! A file is served only from inside the tenant's `private_root`: the path is refused
 //! (403) when it holds a `..` segment, a NUL, or, once canonicalised (symlinks followed),
-//! lies outside the canonical root. A tenant without a private root never has either
+//! lies outside the canonical root; what was opened is checked again and served through
+//! its descriptor, so a symlink swapped in meanwhile leads nowhere. A tenant without a private root never has either
 //! header honoured (500), so one tenant's PHP can never name another tenant's files.
 
 use std::ffi::OsStr;
@@ -127,7 +128,11 @@ pub(crate) async fn intercept(
         Method::GET
     };
     *file_request.headers_mut() = conditional_headers(&request.headers);
-    let mut response = crate::static_files::serve_file(&file, file_request).await?;
+    let mut response =
+        crate::static_files::serve_opened_file(&file.fd_path, &file.real_path, file_request)
+            .await?;
+    // ServeFile opened its own descriptor of the file: ours may go.
+    drop(file);
     let status = response.status();
     let headers = response.headers_mut();
     if matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
@@ -165,8 +170,25 @@ fn conditional_headers(from: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// The canonical path of the file PHP named, once it is known to lie inside `root`.
-async fn locate(root: &Path, handoff: &Handoff) -> Result<PathBuf, Refusal> {
+/// The file PHP named, open, once it is known to lie inside `root`.
+struct Located {
+    /// Held open while the file is served: `fd_path` names it.
+    _file: std::fs::File,
+    /// `/proc/self/fd/N`: opening it opens this very file, whatever the names on the
+    /// way point to by then.
+    fd_path: PathBuf,
+    /// Where the opened file really is (for its content type).
+    real_path: PathBuf,
+}
+
+/// Finds and opens the file PHP named, refusing anything outside `root`.
+///
+/// The canonical path (symlinks followed) is checked first, for a clear answer; then the
+/// file is opened and where the opened descriptor really points is checked again, so a
+/// tenant's PHP that swaps a directory for a symlink after the first check (it can write
+/// in its own private root) still cannot reach outside it. The file is then served
+/// through that descriptor, never looked up by name again.
+async fn locate(root: &Path, handoff: &Handoff) -> Result<Located, Refusal> {
     let candidate = match handoff {
         Handoff::AccelRedirect(value) => accel_path(root, value)?,
         Handoff::Sendfile(value) => sendfile_path(root, value)?,
@@ -180,17 +202,48 @@ async fn locate(root: &Path, handoff: &Handoff) -> Result<PathBuf, Refusal> {
             io::ErrorKind::NotFound => Refusal::Missing("no such file"),
             _ => Refusal::Forbidden("the file cannot be looked up"),
         })?;
-    // Symlinks are followed by the canonicalisation: one that leads out ends here.
     if !file.starts_with(&canonical_root) {
         return Err(Refusal::Forbidden("the path leads out of private_root"));
     }
-    let meta = tokio::fs::metadata(&file)
+    let opened = tokio::task::spawn_blocking(move || open_confined(&file, &canonical_root))
         .await
-        .map_err(|_| Refusal::Missing("no such file"))?;
+        .map_err(|_| Refusal::Forbidden("the file cannot be opened"))??;
+    Ok(opened)
+}
+
+/// Opens `file` (canonical, inside `canonical_root` when checked) and checks that what
+/// was opened is a regular file still inside the root.
+fn open_confined(file: &Path, canonical_root: &Path) -> Result<Located, Refusal> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    // O_NONBLOCK: a FIFO put there by PHP must not block the open; O_NOFOLLOW: the last
+    // name was no symlink when checked and must not have become one.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(file)
+        .map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => Refusal::Missing("no such file"),
+            _ => Refusal::Forbidden("the file cannot be opened"),
+        })?;
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
+    let real_path = std::fs::read_link(&fd_path)
+        .map_err(|_| Refusal::Forbidden("the opened file cannot be verified"))?;
+    if !real_path.starts_with(canonical_root) {
+        return Err(Refusal::Forbidden("the path leads out of private_root"));
+    }
+    let meta = opened
+        .metadata()
+        .map_err(|_| Refusal::Forbidden("the opened file cannot be verified"))?;
     if !meta.is_file() {
         return Err(Refusal::Missing("not a regular file"));
     }
-    Ok(file)
+    Ok(Located {
+        _file: opened,
+        fd_path,
+        real_path,
+    })
 }
 
 /// `X-Accel-Redirect: /path?args`: the path, percent-decoded, under `root`.
@@ -299,6 +352,50 @@ mod tests {
                 "{escape}"
             );
         }
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_the_check_leads_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(dir.path().join("other")).unwrap();
+        std::fs::write(dir.path().join("other/secret"), "x").unwrap();
+        std::fs::write(root.join("own"), "mine").unwrap();
+        let root = root.canonicalize().unwrap();
+        // As if `root/sub` was a directory when the canonical path was checked, and a
+        // symlink to another tenant's directory by the time it is opened.
+        std::os::unix::fs::symlink(dir.path().join("other"), root.join("sub")).unwrap();
+        let err = open_confined(&root.join("sub/secret"), &root).err();
+        assert_eq!(
+            err,
+            Some(Refusal::Forbidden("the path leads out of private_root"))
+        );
+        // The last name having become a symlink is refused at the open.
+        std::os::unix::fs::symlink(root.join("own"), root.join("link")).unwrap();
+        assert!(matches!(
+            open_confined(&root.join("link"), &root).err(),
+            Some(Refusal::Forbidden(_))
+        ));
+        let opened = open_confined(&root.join("own"), &root).unwrap();
+        assert_eq!(opened.real_path, root.join("own"));
+        assert_eq!(std::fs::read(&opened.fd_path).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let fifo = root.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|status| status.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
+        assert_eq!(
+            open_confined(&fifo, &root).err(),
+            Some(Refusal::Missing("not a regular file"))
+        );
     }
 
     #[test]

@@ -22,6 +22,32 @@ use crate::error::GatewayError;
 /// Serves one regular file for `req` (method and conditional/range headers are honoured).
 pub async fn serve_file<B>(
     file: &Path,
+    req: Request<B>,
+) -> Result<Response<GatewayBody>, GatewayError>
+where
+    B: Send + 'static,
+{
+    serve(file, ServeFile::new(file), req).await
+}
+
+/// Serves the file at `file` (a `/proc/self/fd/N` link to a file already opened and
+/// checked, so nothing can be swapped in between) with the content type its real name
+/// `named` gives it.
+pub(crate) async fn serve_opened_file<B>(
+    file: &Path,
+    named: &Path,
+    req: Request<B>,
+) -> Result<Response<GatewayBody>, GatewayError>
+where
+    B: Send + 'static,
+{
+    let mime = mime_guess::from_path(named).first_or_octet_stream();
+    serve(file, ServeFile::new_with_mime(file, &mime), req).await
+}
+
+async fn serve<B>(
+    file: &Path,
+    service: ServeFile,
     mut req: Request<B>,
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
@@ -37,7 +63,7 @@ where
             return Ok(response);
         }
     }
-    let response = ServeFile::new(file).oneshot(req).await.map_err(|err| {
+    let response = service.oneshot(req).await.map_err(|err| {
         GatewayError::internal(format!("serving {}", file.display())).with_cause(err)
     })?;
     let (mut parts, body) = response.into_parts();
