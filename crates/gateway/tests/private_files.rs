@@ -122,7 +122,8 @@ fn crc(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn a_moodle_style_download_of_a_50_mib_private_file_arrives_intact() {
     let gw = Private::start().await;
-    // Moodle with `$CFG->xsendfilealiases = ['/' => $CFG->dataroot]` sends `//filedir/...`.
+    // What Moodle sends with `$CFG->xsendfilealiases = ['/' => $CFG->dataroot]`, with
+    // the doubled slash a mapping like Symfony's (`<root>=/`) makes of it.
     let reply = gw
         .get(
             "a.example",
