@@ -42,6 +42,7 @@ fn fixture_files_exist_including_dotfiles() {
         "params.php",
         "upload.php",
         "download.php",
+        "xaccel.php",
         "stderr.php",
         "status.php",
         "redirect.php",
@@ -176,6 +177,32 @@ fn status_sets_code_and_repeated_headers() {
 
     let unknown = get(&fpm, "status.php", "code=599");
     assert_eq!(unknown.header_values("Status"), vec!["599"]);
+}
+
+#[test]
+fn xaccel_sends_the_handoff_headers_it_is_given() {
+    let fpm = fpm();
+    let response = get(
+        &fpm,
+        "xaccel.php",
+        "accel=/a%20b&sendfile=/srv/x&disposition=r.pdf&cache=private&notype=1",
+    );
+    assert_eq!(response.header_values("X-Accel-Redirect"), vec!["/a b"]);
+    assert_eq!(response.header_values("X-Sendfile"), vec!["/srv/x"]);
+    assert_eq!(
+        response.header_values("Content-Disposition"),
+        vec!["attachment; filename=\"r.pdf\""]
+    );
+    assert_eq!(response.header_values("Cache-Control"), vec!["private"]);
+    assert!(response.header_values("Content-Type").is_empty());
+    assert_eq!(response.body_text(), "php body");
+    // Without X-Sendfile-Type from the front server, the Symfony-style mode declines.
+    let declined = get(&fpm, "xaccel.php", "file=/srv/x/f");
+    assert_eq!(
+        declined.header_values("Status"),
+        vec!["501 Not Implemented"]
+    );
+    assert!(declined.header_values("X-Accel-Redirect").is_empty());
 }
 
 #[test]

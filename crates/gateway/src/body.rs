@@ -230,6 +230,23 @@ impl GatewayBody {
     }
 }
 
+impl GatewayBody {
+    /// Lets go of PHP-FPM's answer whose body the client will not get (PHP handed the
+    /// download to the gateway with `X-Accel-Redirect`): PHP-FPM's time goes to `record`
+    /// if its END_REQUEST is already in, else the rest is read in the background, like a
+    /// bodiless answer's, so the connection goes back to the pool as soon as PHP is done
+    /// rather than after the client's download.
+    pub(crate) fn release_upstream(self, record: &mut RequestRecord) {
+        if let Inner::FastCgi { body: Some(fpm) } = self.inner {
+            if fpm.is_end_stream() {
+                record.fpm_time = fpm.fpm_time();
+            } else {
+                finish_in_background(fpm, None, BODILESS_DISCARD_LIMIT);
+            }
+        }
+    }
+}
+
 impl Body for GatewayBody {
     type Data = Bytes;
     type Error = BoxError;

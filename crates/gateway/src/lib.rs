@@ -35,6 +35,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod peer;
+pub(crate) mod private_files;
 pub mod reload;
 pub(crate) mod request_path;
 pub(crate) mod resolve;

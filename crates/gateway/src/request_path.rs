@@ -177,7 +177,7 @@ pub(crate) fn is_php_source(name: &str) -> bool {
         || (ext.len() == 4 && ext[..3].eq_ignore_ascii_case(b"php") && ext[3].is_ascii_digit())
 }
 
-fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, BadPath> {
+pub(crate) fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, BadPath> {
     let mut out = Vec::with_capacity(raw.len());
     let mut bytes = raw.iter();
     while let Some(&b) = bytes.next() {

@@ -4,8 +4,9 @@
 //! accept ([`crate::server`], [`ConnInfo`]) → **route**: host → tenant (404 unknown, 503
 //! suspended), path → [`Resolution`] ([`crate::resolve`]) → static file
 //! ([`crate::static_files`]) | redirect | CGI mapping ([`crate::cgi`], the client from
-//! [`Peer`]) → pool and FastCGI ([`crate::fastcgi`]) → response mapping
-//! ([`crate::response`]) → client. Every failure is a [`GatewayError`], answered in one
+//! [`Peer`]) → pool and FastCGI ([`crate::fastcgi`]) → private file handed over with
+//! X-Accel-Redirect ([`crate::private_files`]) → response mapping ([`crate::response`])
+//! → client. Every failure is a [`GatewayError`], answered in one
 //! place ([`crate::error`]).
 
 use std::convert::Infallible;
@@ -219,7 +220,8 @@ where
                 ),
                 content_length,
             };
-            fastcgi::forward(&snapshot.pool, &cgi, body).await
+            let response = fastcgi::forward(&snapshot.pool, &cgi, body).await?;
+            crate::private_files::intercept(response, &tenant, &parts, record).await
         }
     }
 }

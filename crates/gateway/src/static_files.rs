@@ -31,6 +31,34 @@ use crate::error::GatewayError;
 /// `offered` lists the encodings whose sidecars may be served, most preferred first.
 pub async fn serve_file<B>(
     file: &Path,
+    req: Request<B>,
+    offered: &[Encoding],
+) -> Result<Response<GatewayBody>, GatewayError>
+where
+    B: Send + 'static,
+{
+    serve(file, ServeFile::new(file), req, offered).await
+}
+
+/// Serves the file at `file` (a `/proc/self/fd/N` link to a file already opened and
+/// checked, so nothing can be swapped in between) with the content type its real name
+/// `named` gives it. No sidecar is looked for: the link has none beside it, and a
+/// private file is compressed on the fly like any other answer.
+pub(crate) async fn serve_opened_file<B>(
+    file: &Path,
+    named: &Path,
+    req: Request<B>,
+) -> Result<Response<GatewayBody>, GatewayError>
+where
+    B: Send + 'static,
+{
+    let mime = mime_guess::from_path(named).first_or_octet_stream();
+    serve(file, ServeFile::new_with_mime(file, &mime), req, &[]).await
+}
+
+async fn serve<B>(
+    file: &Path,
+    service: ServeFile,
     mut req: Request<B>,
     offered: &[Encoding],
 ) -> Result<Response<GatewayBody>, GatewayError>
@@ -54,13 +82,13 @@ where
             return Ok(response);
         }
     }
-    let serve = match sidecar {
-        None => ServeFile::new(file),
-        Some(Encoding::Gzip) => ServeFile::new(file).precompressed_gzip(),
-        Some(Encoding::Brotli) => ServeFile::new(file).precompressed_br(),
-        Some(Encoding::Zstd) => ServeFile::new(file).precompressed_zstd(),
+    let service = match sidecar {
+        None => service,
+        Some(Encoding::Gzip) => service.precompressed_gzip(),
+        Some(Encoding::Brotli) => service.precompressed_br(),
+        Some(Encoding::Zstd) => service.precompressed_zstd(),
     };
-    let response = serve.oneshot(req).await.map_err(|err| {
+    let response = service.oneshot(req).await.map_err(|err| {
         GatewayError::internal(format!("serving {}", file.display())).with_cause(err)
     })?;
     let (mut parts, body) = response.into_parts();

@@ -400,6 +400,46 @@ async fn replacing_a_tenant_keeps_comments_and_masked_secrets() {
     assert_eq!(served.text(), "secret-t2-77b0");
 }
 
+#[tokio::test]
+async fn a_private_root_is_written_shown_and_served_and_a_relative_one_refused() {
+    let h = Harness::start("").await;
+    let reply = h
+        .call(
+            "PUT",
+            "/tenants/t3",
+            Some(r#"{"hosts": ["t3.example"], "private_root": "/srv/moodledata/{tenant}"}"#),
+        )
+        .await;
+    let t3 = reply.expect(201, None);
+    assert_eq!(t3["private_root"], "/srv/moodledata/{tenant}");
+    assert!(h.config_text().ends_with(
+        "[tenants.t3]\nhosts = [\"t3.example\"]\nprivate_root = \"/srv/moodledata/{tenant}\"\n"
+    ));
+    // PHP learns where X-Accel-Redirect paths start, `{tenant}` substituted.
+    let served = h
+        .site("t3.example", "/params.php?only=HTTP_X_ACCEL_MAPPING")
+        .await;
+    assert_eq!(served.text(), "/srv/moodledata/t3=/");
+
+    let before = h.config_text();
+    let reply = h
+        .call(
+            "PUT",
+            "/tenants/t3",
+            Some(r#"{"hosts": ["t3.example"], "private_root": "moodledata"}"#),
+        )
+        .await;
+    let err = reply.expect(400, Some("invalid_tenant"));
+    assert!(
+        err["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("absolute"),
+        "{err}"
+    );
+    assert_eq!(h.config_text(), before);
+}
+
 /// A `PUT` that must be refused.
 struct BadPut {
     what: &'static str,

@@ -33,9 +33,14 @@ pub(super) fn insert_headers(
         // Every other name becomes `HTTP_*`, which no CGI variable and no `PHP_VALUE`
         // starts with; tenant params are validated never to start with it either, and
         // the flag keeps this correct should that rule ever change.
+        // `X-Sendfile-Type` and `X-Accel-Mapping` are what the gateway tells PHP about
+        // X-Accel-Redirect (sent as params to tenants with a private root); a client's
+        // must never stand in for them.
         if name == header::HOST
             || name_str == "proxy"
             || name_str.contains('_')
+            || name_str == "x-sendfile-type"
+            || name_str == "x-accel-mapping"
             || (tenant.shadows_headers && shadows_tenant_param(tenant, name_str))
         {
             while next_value_of(&mut iter, name).is_some() {}

@@ -270,7 +270,7 @@ mod tests {
             ..TenantConfig::default()
         };
         let defaults = BTreeMap::from([("APP_ENV".to_owned(), "production".to_owned())]);
-        Tenant::build("a", &config, &defaults).unwrap()
+        Tenant::build("a", &config, &defaults, None).unwrap()
     }
 
     struct Case {

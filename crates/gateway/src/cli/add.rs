@@ -49,6 +49,7 @@ pub fn tenants_add(
             request_buffering: None,
             tls: None,
             compression: None,
+            private_root: None,
         },
     };
     let ((), config) = tenant_ops::edit(path, |doc| {

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{to_json, CliError};
-use crate::config::{is_secret_param, Config};
+use crate::config::{is_secret_param, private_root_for, Config};
 use crate::tenant_ops::{self, TenantView};
 
 /// One tenant in `tenants show --format json`.
@@ -42,6 +42,17 @@ pub fn tenants_show(path: &Path, name: &str, json: bool) -> Result<String, CliEr
         |n| n.to_string(),
     );
     let _ = writeln!(out, "max_concurrency: {limit}");
+    let private_root = match (tenant.private_root, config.default_private_root.as_deref()) {
+        (Some(own), _) => Some(format!("{}", private_root_for(own, name).display())),
+        (None, Some(default)) => Some(format!(
+            "{}   (from [defaults])",
+            private_root_for(default, name).display()
+        )),
+        (None, None) => None,
+    };
+    if let Some(root) = private_root {
+        let _ = writeln!(out, "private_root:    {root}");
+    }
     let _ = writeln!(out, "params:");
     let width = own
         .keys()
@@ -76,6 +87,23 @@ mod tests {
     use crate::cli::tests::CONFIG;
     use crate::config::edit::tests::scratch;
     use crate::tenant_ops::TenantOpError;
+
+    #[test]
+    fn show_names_the_private_root_own_or_from_defaults() {
+        let with_root = CONFIG.replacen(
+            "[tenants.",
+            "[tenants.own]\nhosts = [\"own.example\"]\nprivate_root = \"/data/{tenant}\"\n\n[tenants.",
+            1,
+        );
+        let (_dir, path) = scratch(&with_root);
+        let text = tenants_show(&path, "own", false).unwrap();
+        assert!(text.contains("private_root:    /data/own\n"), "{text}");
+        let text = tenants_show(&path, "centro1", false).unwrap();
+        assert!(!text.contains("private_root"), "{text}");
+        let json = tenants_show(&path, "own", true).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(json["private_root"], "/data/{tenant}");
+    }
 
     #[test]
     fn show_masks_secret_params_in_text_and_json() {

@@ -325,6 +325,9 @@ fn new_tenant_item(tenant: &TenantSettings, max_concurrency: Option<i64>, inline
     if let Some(list) = &tenant.compression {
         table.insert("compression", Item::Value(compression_value(list)));
     }
+    if let Some(root) = &tenant.private_root {
+        table.insert("private_root", Item::Value(Value::from(root.as_str())));
+    }
     if inline {
         Item::Value(Value::InlineTable(table.into_inline_table()))
     } else {
@@ -424,6 +427,18 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantSettings, max_concurr
             });
             if !same {
                 set_value(table, "compression", compression_value(list));
+            }
+        }
+    }
+
+    match &tenant.private_root {
+        None => {
+            table.remove("private_root");
+        }
+        Some(root) => {
+            let written = table.get("private_root").and_then(Item::as_str);
+            if written != Some(root.as_str()) {
+                set_value(table, "private_root", Value::from(root.as_str()));
             }
         }
     }
@@ -619,6 +634,39 @@ max_concurrency = 2 # small plan
             )
         );
         assert_eq!(Config::load(&path).unwrap().tenants.len(), 3);
+    }
+
+    #[test]
+    fn private_root_is_written_changed_and_removed_with_the_tenant() {
+        let (_dir, path) = scratch(&valid_file());
+        let mut doc = ConfigDocument::load(&path).unwrap();
+        let mut private = tenant(&["centro3.example.org"], &[]);
+        private.private_root = Some("/srv/moodledata/centro3".into());
+        doc.set_tenant("centro3", &private).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"]
+                .private_root
+                .as_deref(),
+            Some("/srv/moodledata/centro3")
+        );
+        assert!(fs::read_to_string(&path)
+            .unwrap()
+            .contains("private_root = \"/srv/moodledata/centro3\"\n"));
+
+        private.private_root = Some("/data/{tenant}".into());
+        doc.set_tenant("centro3", &private).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"]
+                .private_root
+                .as_deref(),
+            Some("/data/{tenant}")
+        );
+        private.private_root = Some("relative".into());
+        assert!(doc.set_tenant("centro3", &private).is_err());
+        private.private_root = None;
+        doc.set_tenant("centro3", &private).unwrap();
+        assert_eq!(doc.save().unwrap().tenants["centro3"].private_root, None);
+        assert!(!fs::read_to_string(&path).unwrap().contains("private_root"));
     }
 
     #[test]

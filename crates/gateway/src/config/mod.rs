@@ -38,8 +38,8 @@ pub use error::{ConfigError, ConfigErrorKind};
 pub use fastcgi::{FastCgiConfig, Upstream};
 pub use server::{AdminToken, ServerConfig};
 pub use tenant::{
-    displayed_param_value, is_secret_param, validate_param, HostPattern, TenantConfig,
-    TenantSettings,
+    displayed_param_value, is_secret_param, private_root_for, validate_param, HostPattern,
+    TenantConfig, TenantSettings,
 };
 
 use error::{keys, KeySegment};
@@ -69,6 +69,9 @@ pub struct Config {
     /// `[defaults] compression`: the encodings of tenants that list none; `None`: the
     /// server's.
     pub default_compression: Option<Vec<Encoding>>,
+    /// `[defaults] private_root`: the private-files directory of tenants that do not
+    /// name their own, `{tenant}` standing for the tenant's name (absolute, checked).
+    pub default_private_root: Option<String>,
     /// `[usage]`.
     pub usage: UsageConfig,
     /// `[tenants.NAME]`, by name.
@@ -113,6 +116,7 @@ impl fmt::Debug for Config {
             )
             .field("default_request_buffering", &self.default_request_buffering)
             .field("default_compression", &self.default_compression)
+            .field("default_private_root", &self.default_private_root)
             .field("usage", &self.usage)
             .field("tenants", &self.tenants)
             .field("tls", &self.tls)
@@ -196,6 +200,12 @@ impl Config {
                 &["defaults", "compression"],
             )?),
         };
+        if let Some(root) = &raw.defaults.private_root {
+            tenant::validate_private_root(root).map_err(|reason| {
+                ConfigError::invalid("private_root", reason).at(keys(&["defaults", "private_root"]))
+            })?;
+        }
+
         let tenants = check_tenants(raw.tenants)?;
         let tls =
             crate::tls::config::validate(raw.tls, raw.defaults.tls, &server, &tenants, base_dir)?;
@@ -216,6 +226,7 @@ impl Config {
             default_params: raw.defaults.params,
             default_request_buffering: raw.defaults.request_buffering.unwrap_or(true),
             default_compression,
+            default_private_root: raw.defaults.private_root,
             usage,
             tenants,
             tls,
@@ -481,6 +492,32 @@ max_concurrency = 4
             Config::parse(&HEAD.replace("\"app\"", "\"nope\""), "t.toml", dir.path()).unwrap_err();
         assert!(err.is_io());
         assert_eq!(err.line(), Some(6));
+    }
+
+    #[test]
+    fn private_root_is_set_in_defaults_or_per_tenant_and_must_be_absolute() {
+        let dir = scratch();
+        let config = parse(
+            dir.path(),
+            "[defaults]\nprivate_root = \"/srv/moodledata/{tenant}\"\n\
+             [tenants.a]\nhosts = [\"a.example\"]\n\
+             [tenants.b]\nhosts = [\"b.example\"]\nprivate_root = \"/data/b\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.default_private_root.as_deref(),
+            Some("/srv/moodledata/{tenant}")
+        );
+        assert_eq!(config.tenants["a"].private_root, None);
+        assert_eq!(config.tenants["b"].private_root.as_deref(), Some("/data/b"));
+        let err = parse(dir.path(), "[defaults]\nprivate_root = \"data\"\n").unwrap_err();
+        assert!(err.to_string().contains("absolute"), "{err}");
+        let err = parse(
+            dir.path(),
+            "[tenants.a]\nhosts = [\"a.example\"]\nprivate_root = \"data/a\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.tenant(), Some("a"));
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub struct TenantSettings {
     /// compression); `[defaults] compression`, then `[server] compression` when `None`.
     #[serde(default)]
     pub compression: Option<Vec<Encoding>>,
+    /// The directory of this tenant's private files (Moodle's dataroot), which PHP may
+    /// hand to the gateway to serve with `X-Accel-Redirect` or `X-Sendfile`. `{tenant}`
+    /// in it stands for the tenant's name; `None` follows `[defaults] private_root`.
+    #[serde(default)]
+    pub private_root: Option<String>,
 }
 
 /// One tenant's validated settings: what [`TenantSettings::validate`] returns and
@@ -90,6 +95,9 @@ pub struct TenantConfig {
     pub tls: Option<crate::tls::TlsSetting>,
     /// This tenant's own encoding list (each encoding once); `None`: the default's.
     pub compression: Option<Vec<Encoding>>,
+    /// The directory of this tenant's private files as written (absolute, `{tenant}`
+    /// not yet substituted); `None` follows `[defaults] private_root`.
+    pub private_root: Option<String>,
 }
 
 fn enabled_by_default() -> bool {
@@ -110,6 +118,7 @@ macro_rules! tenant_impls {
                     request_buffering: None,
                     tls: None,
                     compression: None,
+                    private_root: None,
                 }
             }
         }
@@ -124,6 +133,7 @@ macro_rules! tenant_impls {
                     .field("request_buffering", &self.request_buffering)
                     .field("tls", &self.tls)
                     .field("compression", &self.compression)
+                    .field("private_root", &self.private_root)
                     .finish()
             }
         }
@@ -345,6 +355,13 @@ impl TenantSettings {
                     .map_err(|err| err.for_tenant(name))?,
             ),
         };
+        if let Some(root) = &self.private_root {
+            validate_private_root(root).map_err(|reason| {
+                ConfigError::invalid("private_root", reason)
+                    .for_tenant(name)
+                    .at([KeySegment::Key("private_root".into())])
+            })?;
+        }
         let tenant = TenantConfig {
             hosts: patterns.iter().map(HostPattern::to_config_string).collect(),
             params: self.params,
@@ -353,9 +370,34 @@ impl TenantSettings {
             request_buffering: self.request_buffering,
             tls: self.tls,
             compression,
+            private_root: self.private_root,
         };
         Ok((tenant, patterns))
     }
+}
+
+/// Checks a `private_root` as written (a tenant's or `[defaults]`'): an absolute path
+/// with no `..`, no NUL, and at most `{tenant}` as a placeholder. Whether it exists is
+/// not checked: a tenant's data directory may be created after the tenant.
+pub(crate) fn validate_private_root(root: &str) -> Result<(), &'static str> {
+    if root.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    if !root.starts_with('/') {
+        return Err("must be an absolute path (\"/srv/moodledata/{tenant}\")");
+    }
+    if root.split('/').any(|segment| segment == "..") {
+        return Err("must not contain \"..\"");
+    }
+    if root.replace("{tenant}", "").contains(['{', '}']) {
+        return Err("the only placeholder is {tenant}");
+    }
+    Ok(())
+}
+
+/// A `private_root` as written with `{tenant}` replaced by the tenant's name, as a path.
+pub fn private_root_for(root: &str, tenant: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(root.replace("{tenant}", tenant))
 }
 
 /// Reads a param table whose values are strings or integers.
@@ -430,6 +472,7 @@ pub(crate) struct RawDefaults {
     /// `[defaults] compression`: the encoding list of tenants that set none.
     #[serde(default)]
     pub(crate) compression: Option<Vec<Encoding>>,
+    pub(crate) private_root: Option<String>,
 }
 
 #[cfg(test)]
@@ -605,6 +648,25 @@ mod tests {
         assert!(t.clone().validate("t1").is_err());
         t.max_concurrency = Some(1);
         assert!(t.clone().validate("t1").is_ok());
+    }
+
+    #[test]
+    fn private_root_must_be_absolute_and_plain() {
+        let mut t = tenant(&["a.example"]);
+        for good in ["/srv/moodledata/x", "/srv/moodledata/{tenant}", "/"] {
+            t.private_root = Some(good.into());
+            assert!(t.clone().validate("t1").is_ok(), "{good}");
+        }
+        for bad in ["srv/x", "", "/srv/../etc", "/srv/{name}", "/srv/x\0"] {
+            t.private_root = Some(bad.into());
+            let err = t.clone().validate("t1").unwrap_err();
+            assert_eq!(err.tenant(), Some("t1"), "{bad}");
+            assert!(err.to_string().contains("private_root"), "{bad}: {err}");
+        }
+        assert_eq!(
+            private_root_for("/srv/moodledata/{tenant}", "centro1"),
+            std::path::Path::new("/srv/moodledata/centro1")
+        );
     }
 
     #[test]

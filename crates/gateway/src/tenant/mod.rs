@@ -9,6 +9,7 @@ pub(crate) mod registry;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use fcgi_core::Params;
@@ -43,6 +44,10 @@ pub struct Tenant {
     /// The tenant's own encoding list; `None`: the configuration's default
     /// ([`Config::compression_for`](crate::config::Config::compression_for)).
     pub compression: Option<Box<[Encoding]>>,
+    /// The directory PHP may hand files from with `X-Accel-Redirect` / `X-Sendfile`
+    /// (the tenant's `private_root`, else `[defaults] private_root`, `{tenant}`
+    /// substituted); `None`: neither header is ever honoured.
+    pub private_root: Option<PathBuf>,
     /// Whether any name in `params` starts with `HTTP_`. Validation forbids it, so this
     /// is normally false and the per-request header filter skips hashing each header
     /// name against `param_names`; it exists so that filter stays correct if the rule
@@ -50,23 +55,52 @@ pub struct Tenant {
     pub(crate) shadows_headers: bool,
 }
 
+/// The CGI param that tells PHP which header the front server honours
+/// (`X-Sendfile-Type: X-Accel-Redirect`, as Symfony reads it).
+pub const SENDFILE_TYPE_PARAM: &str = "HTTP_X_SENDFILE_TYPE";
+/// The CGI param that maps the tenant's private root onto `X-Accel-Redirect` paths
+/// (`X-Accel-Mapping: /srv/moodledata/x=/`).
+pub const ACCEL_MAPPING_PARAM: &str = "HTTP_X_ACCEL_MAPPING";
+
 impl Tenant {
     /// Encodes an already validated tenant's params after the `defaults` it does not
     /// override. Nothing is checked again: [`TenantSettings::validate`] made `config`
     /// (see [`crate::config::TenantSettings`]). The defaults are assumed valid too (the
-    /// registry checks them once for all tenants).
+    /// registry checks them once for all tenants). `default_private_root` is
+    /// `[defaults] private_root`, used when the tenant names none.
+    ///
+    /// A tenant with a private root also gets `HTTP_X_SENDFILE_TYPE` and
+    /// `HTTP_X_ACCEL_MAPPING`, as nginx configs add them with `fastcgi_param`, so PHP
+    /// (Symfony's `BinaryFileResponse`) knows it may answer with `X-Accel-Redirect`.
     ///
     /// [`TenantSettings::validate`]: crate::config::TenantSettings::validate
     pub fn build(
         name: &str,
         config: &TenantConfig,
         defaults: &BTreeMap<String, String>,
+        default_private_root: Option<&str>,
     ) -> Result<Tenant, ConfigError> {
+        let private_root = config
+            .private_root
+            .as_deref()
+            .or(default_private_root)
+            .map(|root| crate::config::private_root_for(root, name));
+        let accel_mapping = private_root
+            .as_ref()
+            .map(|root| format!("{}=/", root.display()));
         let inherited = defaults
             .iter()
             .filter(|(param, _)| !config.params.contains_key(*param));
         let all = || inherited.clone().chain(&config.params);
+        let accel_params = accel_mapping.as_deref().map(|mapping| {
+            [
+                (SENDFILE_TYPE_PARAM, "X-Accel-Redirect"),
+                (ACCEL_MAPPING_PARAM, mapping),
+            ]
+        });
         let capacity = all()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain(accel_params.into_iter().flatten())
             .map(|(n, v)| fcgi_core::proto::params::encoded_pair_len(n.len(), v.len()))
             .sum();
         let mut params = Params::with_capacity(capacity);
@@ -86,6 +120,17 @@ impl Tenant {
             }
         }
         let shadows_headers = !param_names.is_empty();
+        // Request headers of these names are always dropped (`cgi::headers`), so a
+        // client cannot claim X-Accel support the gateway does not give this tenant.
+        for (param, value) in accel_params.into_iter().flatten() {
+            params.insert(param, value).map_err(|err| {
+                ConfigError::new(crate::config::ConfigErrorKind::InvalidParamValue {
+                    name: param.to_owned(),
+                    reason: err.to_string(),
+                })
+                .for_tenant(name)
+            })?;
+        }
 
         Ok(Tenant {
             name: name.into(),
@@ -96,6 +141,7 @@ impl Tenant {
             max_concurrency: config.max_concurrency,
             request_buffering: config.request_buffering,
             compression: config.compression.as_deref().map(Box::from),
+            private_root,
             shadows_headers,
         })
     }
@@ -111,6 +157,7 @@ impl fmt::Debug for Tenant {
             .field("enabled", &self.enabled)
             .field("max_concurrency", &self.max_concurrency)
             .field("request_buffering", &self.request_buffering)
+            .field("private_root", &self.private_root)
             .finish()
     }
 }
@@ -146,6 +193,7 @@ mod tests {
             "a",
             &config(&["A.example"], &[("DBHOST", "own-db"), ("DBPASS", "pw")]),
             &defaults,
+            None,
         )
         .unwrap();
         assert_eq!(tenant.params.get("DBHOST"), Some(&b"own-db"[..]));
@@ -156,6 +204,42 @@ mod tests {
         assert!(tenant.param_names.is_empty());
         assert!(!tenant.shadows_headers);
         assert_eq!(tenant.hosts, ["a.example"]);
+    }
+
+    #[test]
+    fn a_private_root_adds_the_accel_params_with_the_tenant_substituted() {
+        let plain =
+            Tenant::build("a", &config(&["a.example"], &[]), &BTreeMap::new(), None).unwrap();
+        assert_eq!(plain.private_root, None);
+        assert_eq!(plain.params.get(SENDFILE_TYPE_PARAM), None);
+
+        let inherited = Tenant::build(
+            "a",
+            &config(&["a.example"], &[]),
+            &BTreeMap::new(),
+            Some("/srv/moodledata/{tenant}"),
+        )
+        .unwrap();
+        assert_eq!(
+            inherited.private_root.as_deref(),
+            Some(std::path::Path::new("/srv/moodledata/a"))
+        );
+        assert_eq!(
+            inherited.params.get(SENDFILE_TYPE_PARAM),
+            Some(&b"X-Accel-Redirect"[..])
+        );
+        assert_eq!(
+            inherited.params.get(ACCEL_MAPPING_PARAM),
+            Some(&b"/srv/moodledata/a=/"[..])
+        );
+
+        let mut own = config(&["a.example"], &[]);
+        own.private_root = Some("/data/own".into());
+        let own = Tenant::build("a", &own, &BTreeMap::new(), Some("/srv/{tenant}")).unwrap();
+        assert_eq!(
+            own.params.get(ACCEL_MAPPING_PARAM),
+            Some(&b"/data/own=/"[..])
+        );
     }
 
     #[test]
@@ -172,6 +256,7 @@ mod tests {
             "a",
             &config(&["a.example"], &[("DBPASS", "hunter2")]),
             &BTreeMap::new(),
+            None,
         )
         .unwrap();
         let shown = format!("{tenant:?}");

@@ -40,8 +40,10 @@ impl Registry {
         previous: Option<(&Config, &Registry)>,
     ) -> Result<Registry, ConfigError> {
         // Every tenant inherits the defaults: when they changed, nothing is reusable.
-        let previous =
-            previous.filter(|(old_config, _)| old_config.default_params == config.default_params);
+        let previous = previous.filter(|(old_config, _)| {
+            old_config.default_params == config.default_params
+                && old_config.default_private_root == config.default_private_root
+        });
         for (name, value) in &config.default_params {
             validate_param(name, value).map_err(ConfigError::new)?;
         }
@@ -76,7 +78,12 @@ impl Registry {
                 .map(|(_, old_tenant)| old_tenant);
             let tenant = match unchanged {
                 Some(tenant) => Arc::clone(tenant),
-                None => Arc::new(Tenant::build(name, tenant_config, &config.default_params)?),
+                None => Arc::new(Tenant::build(
+                    name,
+                    tenant_config,
+                    &config.default_params,
+                    config.default_private_root.as_deref(),
+                )?),
             };
             for host in &tenant.hosts {
                 let (table, key) = match host.strip_prefix("*.") {

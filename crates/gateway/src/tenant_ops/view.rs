@@ -26,6 +26,9 @@ pub struct TenantView<'a> {
     /// Whether it reads request bodies whole first; absent when it follows `[defaults]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_buffering: Option<bool>,
+    /// Its private-files directory as written; absent when it follows `[defaults]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_root: Option<&'a str>,
     /// Its own params, secret values shown as [`MASK`].
     pub params: BTreeMap<&'a str, &'a str>,
     /// Its own `tls` setting, when it has one.
@@ -45,6 +48,7 @@ impl<'a> TenantView<'a> {
             enabled: tenant.enabled,
             max_concurrency: tenant.max_concurrency,
             request_buffering: tenant.request_buffering,
+            private_root: tenant.private_root.as_deref(),
             params: masked(&tenant.params),
             tls: tenant.tls.as_ref(),
             certificates: None,
