@@ -204,7 +204,8 @@ where
                 ),
                 content_length,
             };
-            fastcgi::forward(&snapshot.pool, &cgi, body).await
+            let pool = snapshot.pool_for(tenant.upstream.as_deref());
+            fastcgi::forward(pool, &cgi, body).await
         }
     }
 }

@@ -47,6 +47,7 @@ pub fn tenants_add(
             enabled,
             max_concurrency,
             request_buffering: None,
+            upstream: None,
         },
     };
     let ((), config) = tenant_ops::edit(path, |doc| {

@@ -319,6 +319,9 @@ fn new_tenant_item(tenant: &TenantSettings, max_concurrency: Option<i64>, inline
     if let Some(buffering) = tenant.request_buffering {
         table.insert("request_buffering", Item::Value(Value::from(buffering)));
     }
+    if let Some(upstream) = &tenant.upstream {
+        table.insert("upstream", Item::Value(Value::from(upstream.as_str())));
+    }
     if inline {
         Item::Value(Value::InlineTable(table.into_inline_table()))
     } else {
@@ -385,6 +388,18 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantSettings, max_concurr
             let written = table.get("request_buffering").and_then(Item::as_bool);
             if written != Some(buffering) {
                 set_value(table, "request_buffering", Value::from(buffering));
+            }
+        }
+    }
+
+    match &tenant.upstream {
+        None => {
+            table.remove("upstream");
+        }
+        Some(upstream) => {
+            let written = table.get("upstream").and_then(Item::as_str);
+            if written != Some(upstream.as_str()) {
+                set_value(table, "upstream", Value::from(upstream.as_str()));
             }
         }
     }

@@ -51,6 +51,10 @@ pub struct TenantSettings {
     /// `[defaults] request_buffering`.
     #[serde(default)]
     pub request_buffering: Option<bool>,
+    /// The `[upstreams.NAME]` this tenant's PHP requests go to; `None` follows
+    /// `[defaults] upstream`, else the `[fastcgi]` upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
 }
 
 /// One tenant's validated settings: what [`TenantSettings::validate`] returns and
@@ -76,6 +80,10 @@ pub struct TenantConfig {
     /// Whether a request body is read whole before a PHP-FPM connection is taken
     /// (`true`), or streamed as it arrives (`false`); `None` follows `[defaults]`.
     pub request_buffering: Option<bool>,
+    /// The `[upstreams.NAME]` this tenant's PHP requests go to (a well-formed name; that
+    /// it exists is checked against the whole file); `None` follows `[defaults]
+    /// upstream`, else the `[fastcgi]` upstream.
+    pub upstream: Option<String>,
 }
 
 fn enabled_by_default() -> bool {
@@ -94,6 +102,7 @@ macro_rules! tenant_impls {
                     enabled: true,
                     max_concurrency: None,
                     request_buffering: None,
+                    upstream: None,
                 }
             }
         }
@@ -106,6 +115,7 @@ macro_rules! tenant_impls {
                     .field("enabled", &self.enabled)
                     .field("max_concurrency", &self.max_concurrency)
                     .field("request_buffering", &self.request_buffering)
+                    .field("upstream", &self.upstream)
                     .finish()
             }
         }
@@ -320,12 +330,23 @@ impl TenantSettings {
             .for_tenant(name)
             .at([KeySegment::Key("max_concurrency".into())]));
         }
+        if let Some(upstream) = &self.upstream {
+            if !is_valid_tenant_name(upstream) {
+                return Err(ConfigError::invalid(
+                    "upstream",
+                    format!("{upstream:?} is not an upstream name (1-63 characters from a-z, 0-9, '_' and '-')"),
+                )
+                .for_tenant(name)
+                .at([KeySegment::Key("upstream".into())]));
+            }
+        }
         let tenant = TenantConfig {
             hosts: patterns.iter().map(HostPattern::to_config_string).collect(),
             params: self.params,
             enabled: self.enabled,
             max_concurrency: self.max_concurrency,
             request_buffering: self.request_buffering,
+            upstream: self.upstream,
         };
         Ok((tenant, patterns))
     }
@@ -397,6 +418,7 @@ pub(crate) struct RawDefaults {
     #[serde(default, deserialize_with = "deserialize_param_map")]
     pub(crate) params: BTreeMap<String, String>,
     pub(crate) request_buffering: Option<bool>,
+    pub(crate) upstream: Option<String>,
 }
 
 #[cfg(test)]

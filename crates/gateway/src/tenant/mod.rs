@@ -39,6 +39,9 @@ pub struct Tenant {
     /// Read request bodies whole before asking PHP-FPM (`Some(true)`) or stream them
     /// (`Some(false)`); `None` follows `[defaults] request_buffering`.
     pub request_buffering: Option<bool>,
+    /// The `[upstreams.NAME]` it names; `None` follows `[defaults] upstream`, else the
+    /// `[fastcgi]` upstream (resolved per request against the snapshot's pools).
+    pub upstream: Option<String>,
     /// Whether any name in `params` starts with `HTTP_`. Validation forbids it, so this
     /// is normally false and the per-request header filter skips hashing each header
     /// name against `param_names`; it exists so that filter stays correct if the rule
@@ -91,6 +94,7 @@ impl Tenant {
             enabled: config.enabled,
             max_concurrency: config.max_concurrency,
             request_buffering: config.request_buffering,
+            upstream: config.upstream.clone(),
             shadows_headers,
         })
     }
@@ -106,6 +110,7 @@ impl fmt::Debug for Tenant {
             .field("enabled", &self.enabled)
             .field("max_concurrency", &self.max_concurrency)
             .field("request_buffering", &self.request_buffering)
+            .field("upstream", &self.upstream)
             .finish()
     }
 }

@@ -26,6 +26,9 @@ pub struct TenantView<'a> {
     /// Whether it reads request bodies whole first; absent when it follows `[defaults]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_buffering: Option<bool>,
+    /// The `[upstreams.NAME]` it names; absent when it follows `[defaults]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<&'a str>,
     /// Its own params, secret values shown as [`MASK`].
     pub params: BTreeMap<&'a str, &'a str>,
 }
@@ -39,6 +42,7 @@ impl<'a> TenantView<'a> {
             enabled: tenant.enabled,
             max_concurrency: tenant.max_concurrency,
             request_buffering: tenant.request_buffering,
+            upstream: tenant.upstream.as_deref(),
             params: masked(&tenant.params),
         }
     }
