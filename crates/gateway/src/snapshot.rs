@@ -137,6 +137,103 @@ impl Snapshot {
     }
 }
 
+/// The name the `[fastcgi]` pool goes by in metrics and the admin API: brackets, so it
+/// never collides with an `[upstreams.NAME]` (names are `a-z0-9_-`).
+pub const FASTCGI_UPSTREAM: &str = "[fastcgi]";
+
+/// One upstream's state, for `/metrics` and `GET /upstreams`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpstreamStats {
+    /// `[upstreams.NAME]`'s name, or [`FASTCGI_UPSTREAM`].
+    pub name: String,
+    /// Connections counted against the servers' bounds (idle, in use, opening).
+    pub open: usize,
+    /// Idle connections kept for reuse.
+    pub idle: usize,
+    /// Requests waiting in the upstream's fair queue.
+    pub queued: usize,
+    /// Each server, in the order written.
+    pub servers: Vec<ServerState>,
+}
+
+/// One server's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerState {
+    /// `host:port` or `unix:PATH`.
+    pub address: String,
+    /// Chosen for new requests (not marked down).
+    pub healthy: bool,
+    /// Connections carrying a request, or being opened.
+    pub in_use: usize,
+    /// Connections kept for reuse.
+    pub idle: usize,
+    /// Its bound.
+    pub max_connections: usize,
+    /// Its weight.
+    pub weight: u32,
+    /// Used only while no primary server is healthy.
+    pub backup: bool,
+    /// Requests that failed on it in a way that marks a server down.
+    pub failures: u64,
+    /// Health checks that reached a verdict (a ping, or a request that completed).
+    pub checks: u64,
+    /// Of those, the failed ones.
+    pub checks_failed: u64,
+}
+
+impl Snapshot {
+    /// Every pool's state: the `[fastcgi]` pool first, then the upstreams by name.
+    pub fn upstream_stats(&self) -> Vec<UpstreamStats> {
+        std::iter::once((FASTCGI_UPSTREAM, &self.pool))
+            .chain(
+                self.upstreams
+                    .iter()
+                    .map(|(name, pool)| (name.as_str(), pool)),
+            )
+            .map(|(name, pool)| {
+                let totals = pool.stats();
+                UpstreamStats {
+                    name: name.to_owned(),
+                    open: totals.open,
+                    idle: totals.idle,
+                    queued: totals.waiting,
+                    servers: pool
+                        .server_stats()
+                        .into_iter()
+                        .zip(pool.servers())
+                        .map(|(stats, config)| ServerState {
+                            address: stats.address.to_string(),
+                            healthy: stats.healthy,
+                            in_use: stats.in_use,
+                            idle: stats.idle,
+                            max_connections: stats.max_connections,
+                            weight: config.weight,
+                            backup: config.backup,
+                            failures: stats.failures,
+                            checks: stats.checks,
+                            checks_failed: stats.checks_failed,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Occupancy over every pool.
+    pub fn pool_totals(&self) -> fcgi_core::PoolStats {
+        std::iter::once(&self.pool)
+            .chain(self.upstreams.values())
+            .map(fcgi_core::Pool::stats)
+            .fold(fcgi_core::PoolStats::default(), |sum, s| {
+                fcgi_core::PoolStats {
+                    open: sum.open + s.open,
+                    idle: sum.idle + s.idle,
+                    waiting: sum.waiting + s.waiting,
+                }
+            })
+    }
+}
+
 /// The pool settings a config asks for.
 pub fn pool_config(config: &Config) -> fcgi_core::PoolConfig {
     let fastcgi = &config.fastcgi;

@@ -897,6 +897,7 @@ async fn health_and_the_openapi_document() {
         "/reload",
         "/usage",
         "/metrics",
+        "/upstreams",
         "/healthz",
         "/openapi.json",
     ]
