@@ -42,6 +42,9 @@ pub fn tenants_show(path: &Path, name: &str, json: bool) -> Result<String, CliEr
         |n| n.to_string(),
     );
     let _ = writeln!(out, "max_concurrency: {limit}");
+    if let Some(upstream) = tenant.upstream {
+        let _ = writeln!(out, "upstream:        {upstream}");
+    }
     let _ = writeln!(out, "params:");
     let width = own
         .keys()

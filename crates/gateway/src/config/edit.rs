@@ -587,6 +587,50 @@ max_concurrency = 2 # small plan
     }
 
     #[test]
+    fn upstream_is_written_changed_and_removed_and_must_name_an_upstream() {
+        let text = format!(
+            "{}\n[upstreams.big]\nservers = [{{ address = \"127.0.0.1:9001\" }}]\n[upstreams.main]\nservers = [{{ address = \"127.0.0.1:9002\" }}]\n",
+            valid_file()
+        );
+        let (_dir, path) = scratch(&text);
+        let mut doc = ConfigDocument::load(&path).unwrap();
+        let mut moved = tenant(&["centro3.example.org"], &[]);
+        moved.upstream = Some("big".into());
+        doc.set_tenant("centro3", &moved).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].upstream.as_deref(),
+            Some("big")
+        );
+        assert!(fs::read_to_string(&path)
+            .unwrap()
+            .contains("upstream = \"big\"\n"));
+
+        moved.upstream = Some("main".into());
+        doc.set_tenant("centro3", &moved).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].upstream.as_deref(),
+            Some("main")
+        );
+        moved.upstream = None;
+        doc.set_tenant("centro3", &moved).unwrap();
+        assert_eq!(doc.save().unwrap().tenants["centro3"].upstream, None);
+        assert!(!fs::read_to_string(&path)
+            .unwrap()
+            .contains("upstream = \"main\"\n"));
+
+        // A name with no [upstreams] table is refused, and the file keeps its text.
+        let before = fs::read_to_string(&path).unwrap();
+        moved.upstream = Some("huge".into());
+        doc.set_tenant("centro3", &moved).unwrap();
+        let err = doc.save().unwrap_err();
+        assert!(
+            err.to_string().contains("no [upstreams.huge] table"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), before);
+    }
+
+    #[test]
     fn request_buffering_is_written_changed_and_removed_with_the_tenant() {
         let (_dir, path) = scratch(&valid_file());
         let mut doc = ConfigDocument::load(&path).unwrap();
