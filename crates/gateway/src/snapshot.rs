@@ -90,7 +90,7 @@ impl Snapshot {
                 .filter(|prev| {
                     prev.servers() == servers.as_slice()
                         && prev.health() == &health
-                        && same_pool_config(prev.config(), &pool_config)
+                        && same_shared_settings(prev.config(), &pool_config)
                 });
             let pool = match kept {
                 Some(pool) => pool.clone(),
@@ -252,8 +252,13 @@ pub fn pool_config(config: &Config) -> fcgi_core::PoolConfig {
 }
 
 fn same_pool_config(a: &fcgi_core::PoolConfig, b: &fcgi_core::PoolConfig) -> bool {
-    a.max_connections == b.max_connections
-        && a.idle_timeout == b.idle_timeout
+    a.max_connections == b.max_connections && same_shared_settings(a, b)
+}
+
+/// The settings every upstream shares with the `[fastcgi]` pool: all but its bound (each
+/// server of an upstream has its own, compared with the servers).
+fn same_shared_settings(a: &fcgi_core::PoolConfig, b: &fcgi_core::PoolConfig) -> bool {
+    a.idle_timeout == b.idle_timeout
         && a.queue_timeout == b.queue_timeout
         && a.max_queue == b.max_queue
         && a.client.connect_timeout == b.client.connect_timeout
