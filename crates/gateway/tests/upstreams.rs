@@ -241,11 +241,14 @@ async fn one_server_killed_mid_load_fails_no_get_and_is_used_again_once_back() {
     eventually(SOON, || server_state(&gateway, "main", a.address()).healthy).await;
     let mut back = false;
     for _ in 0..40 {
-        let (x, y) = tokio::join!(
+        // Four at once: more than either server alone would be chosen for.
+        let answers = tokio::join!(
+            whoami(addr, "t.test", "?ms=20"),
+            whoami(addr, "t.test", "?ms=20"),
             whoami(addr, "t.test", "?ms=20"),
             whoami(addr, "t.test", "?ms=20")
         );
-        if x == "a" || y == "a" {
+        if [answers.0, answers.1, answers.2, answers.3].contains(&"a".to_owned()) {
             back = true;
             break;
         }
@@ -287,33 +290,15 @@ async fn all_servers_down_is_a_502_at_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn weights_shift_the_share_and_each_servers_bound_holds() {
-    let (a, b, fallback) = (
-        named_fpm("a", 4),
-        named_fpm("b", 4),
-        named_fpm("fallback", 1),
-    );
-    let relay_a = CountingRelay::start(a.address().clone()).expect("relay a");
-    let relay_b = CountingRelay::start(b.address().clone()).expect("relay b");
-    let scratch = scratch();
-    let text = config_text(
-        &scratch,
-        fallback.address(),
-        &format!(
-            "[upstreams.main]\nservers = [{}, {}]\n\n[tenants.t]\nhosts = [\"t.test\"]\nupstream = \"main\"\n",
-            server(&relay_a.address(), ", max_connections = 2"),
-            server(&relay_b.address(), ", max_connections = 2, weight = 3"),
-        ),
-    );
-    let gateway = Served::bind(parse(&scratch, &text)).await;
-    let addr = gateway.addr;
+/// Sends `clients` × `each` GETs of `whoami.php?ms=10` to `t.test`, `clients` at a time,
+/// and counts which PHP-FPM answered.
+async fn spread(addr: SocketAddr, clients: usize, each: usize) -> HashMap<String, usize> {
     let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
-    let tasks: Vec<_> = (0..6)
+    let tasks: Vec<_> = (0..clients)
         .map(|_| {
             let counts = counts.clone();
             tokio::spawn(async move {
-                for _ in 0..15 {
+                for _ in 0..each {
                     let name = whoami(addr, "t.test", "?ms=10").await;
                     *counts.lock().unwrap().entry(name).or_default() += 1;
                 }
@@ -325,25 +310,70 @@ async fn weights_shift_the_share_and_each_servers_bound_holds() {
             .await
             .expect("no panic");
     }
-    let counts = counts.lock().unwrap();
+    let counts = counts.lock().unwrap().clone();
+    counts
+}
+
+/// `[upstreams.main]` over `a` and `b` (each entry's extra keys given) and a tenant on it.
+fn weighted_config(scratch: &Scratch, fallback: &FpmAddress, a: String, b: String) -> String {
+    config_text(
+        scratch,
+        fallback,
+        &format!(
+            "[upstreams.main]\nservers = [{a}, {b}]\n\n[tenants.t]\nhosts = [\"t.test\"]\nupstream = \"main\"\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_shift_the_share_between_servers() {
+    let (a, b, fallback) = (
+        named_fpm("a", 4),
+        named_fpm("b", 4),
+        named_fpm("fallback", 1),
+    );
+    let scratch = scratch();
+    let text = weighted_config(
+        &scratch,
+        fallback.address(),
+        server(a.address(), ", max_connections = 4"),
+        server(b.address(), ", max_connections = 4, weight = 3"),
+    );
+    let gateway = Served::bind(parse(&scratch, &text)).await;
+    // Four clients never fill either bound, so the choice is the weights' alone.
+    let counts = spread(gateway.addr, 4, 25).await;
     let (on_a, on_b) = (
         counts.get("a").copied().unwrap_or(0),
         counts.get("b").copied().unwrap_or(0),
     );
-    assert_eq!(on_a + on_b, 90);
-    assert!(on_b > on_a, "weight 3 against 1: a {on_a}, b {on_b}");
-    // Six clients against two bounds of 2: neither bound was ever passed.
-    assert!(
-        relay_a.max_concurrent() <= 2,
-        "a: {}",
-        relay_a.max_concurrent()
+    assert_eq!(on_a + on_b, 100);
+    // Weight 3 against 1: about three quarters; well above half in any case.
+    assert!(on_b >= 60, "weight 3 against 1: a {on_a}, b {on_b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_servers_bound_holds_under_more_clients_than_all_bounds() {
+    let (a, b, fallback) = (
+        named_fpm("a", 4),
+        named_fpm("b", 4),
+        named_fpm("fallback", 1),
     );
-    assert!(
-        relay_b.max_concurrent() <= 2,
-        "b: {}",
-        relay_b.max_concurrent()
+    let relay_a = CountingRelay::start(a.address().clone()).expect("relay a");
+    let relay_b = CountingRelay::start(b.address().clone()).expect("relay b");
+    let scratch = scratch();
+    let text = weighted_config(
+        &scratch,
+        fallback.address(),
+        server(&relay_a.address(), ", max_connections = 2"),
+        server(&relay_b.address(), ", max_connections = 1, weight = 3"),
     );
-    assert!(relay_b.max_concurrent() >= 1 && relay_a.max_concurrent() >= 1);
+    let gateway = Served::bind(parse(&scratch, &text)).await;
+    let counts = spread(gateway.addr, 8, 10).await;
+    assert_eq!(counts.values().sum::<usize>(), 80);
+    // Eight clients against bounds of 2 and 1 (PHP-FPM has 4 workers each): each bound
+    // was reached and never passed, whatever the weight.
+    assert_eq!(relay_a.max_concurrent(), 2);
+    assert_eq!(relay_b.max_concurrent(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
