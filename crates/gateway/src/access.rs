@@ -36,6 +36,8 @@ pub struct RequestRecord {
     pub bytes_out: u64,
     /// Time from sending to PHP-FPM until its END_REQUEST.
     pub fpm_time: Option<Duration>,
+    /// The PHP-FPM server that answered (one of its upstream's servers).
+    pub upstream: Option<fcgi_core::Upstream>,
     /// Whether the body was sent to its end (else the client left or the upstream broke).
     pub completed: bool,
     /// What broke mid-response, if anything.
@@ -55,6 +57,7 @@ impl RequestRecord {
             bytes_in: 0,
             bytes_out: 0,
             fpm_time: None,
+            upstream: None,
             completed: false,
             error: None,
         }
@@ -96,6 +99,7 @@ impl Drop for RequestRecord {
             bytes_out: self.bytes_out,
             duration_us,
             fpm_us,
+            upstream: self.upstream.as_ref(),
             completed: self.completed,
             error: self.error.as_deref(),
         });
@@ -112,6 +116,7 @@ impl Drop for RequestRecord {
                 bytes_out = self.bytes_out,
                 duration_us,
                 fpm_us,
+                upstream = self.upstream.as_ref().map(tracing::field::display),
                 completed = self.completed,
                 error = %error,
                 "request"
@@ -126,6 +131,7 @@ impl Drop for RequestRecord {
                 bytes_out = self.bytes_out,
                 duration_us,
                 fpm_us,
+                upstream = self.upstream.as_ref().map(tracing::field::display),
                 completed = self.completed,
                 "request"
             );

@@ -257,11 +257,16 @@ pub fn error_page(status: StatusCode) -> bytes::Bytes {
     ))
 }
 
-/// PHP-FPM and the pool: overloaded or queue timeout 503, connect failure 502, read
+/// PHP-FPM and the pool: every server of the upstream down 502, overloaded or queue
+/// timeout 503, connect failure 502, read
 /// timeout 504, protocol error 502, the client's body failing 400, a param too large 431.
 impl From<fcgi_core::Error> for GatewayError {
     fn from(err: fcgi_core::Error) -> Self {
-        let kind = if err.is_overloaded() {
+        let kind = if err.is_all_down() {
+            // Every server of the upstream is marked down: answered at once, as nginx's
+            // "no live upstreams".
+            ErrorKind::BadGateway
+        } else if err.is_overloaded() {
             ErrorKind::Overloaded
         } else if err.is_connect() {
             ErrorKind::BadGateway

@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::snapshot::{ServerState, UpstreamStats};
 use crate::usage::{LatencyHistogram, UsageMeter, LATENCY_BUCKETS};
 
 /// The `Content-Type` of [`render`]'s output.
@@ -65,6 +66,7 @@ impl ReloadStats {
 pub fn render(
     meter: &UsageMeter,
     pool: fcgi_core::PoolStats,
+    upstreams: &[UpstreamStats],
     reloads: &ReloadStats,
     tenants_enabled: usize,
     tenants_suspended: usize,
@@ -151,6 +153,7 @@ pub fn render(
         "Requests waiting for a PHP-FPM connection.",
     );
     out.sample("gateway_fpm_queue_length", &[], pool.waiting);
+    render_upstreams(&mut out, upstreams);
 
     out.header(
         "gateway_config_reloads_total",
@@ -186,6 +189,94 @@ pub fn render(
         tenants_suspended,
     );
     out.0
+}
+
+/// Per upstream: its fair queue; per server: health, connections, bound, failures and
+/// checks. The `[fastcgi]` pool is the upstream `[fastcgi]`.
+fn render_upstreams(out: &mut Exposition, upstreams: &[UpstreamStats]) {
+    out.header(
+        "gateway_upstream_queue_length",
+        "gauge",
+        "Requests waiting in an upstream's fair queue.",
+    );
+    for upstream in upstreams {
+        out.sample(
+            "gateway_upstream_queue_length",
+            &[("upstream", &upstream.name)],
+            upstream.queued,
+        );
+    }
+    type Field = fn(&ServerState) -> u64;
+    let series: [(&str, &str, &str, Field); 5] = [
+        (
+            "gateway_upstream_server_healthy",
+            "gauge",
+            "1 if the server is chosen for new requests, 0 if it is marked down.",
+            |s| u64::from(s.healthy),
+        ),
+        (
+            "gateway_upstream_server_connections_in_use",
+            "gauge",
+            "Connections to the server carrying a request or being opened.",
+            |s| s.in_use as u64,
+        ),
+        (
+            "gateway_upstream_server_connections_idle",
+            "gauge",
+            "Idle connections to the server kept for reuse.",
+            |s| s.idle as u64,
+        ),
+        (
+            "gateway_upstream_server_max_connections",
+            "gauge",
+            "The server's bound on connections.",
+            |s| s.max_connections as u64,
+        ),
+        (
+            "gateway_upstream_server_failures_total",
+            "counter",
+            "Requests that failed on the server in a way that marks it down.",
+            |s| s.failures,
+        ),
+    ];
+    for (name, kind, help, field) in series {
+        out.header(name, kind, help);
+        for upstream in upstreams {
+            for server in &upstream.servers {
+                out.sample(
+                    name,
+                    &[("upstream", &upstream.name), ("server", &server.address)],
+                    field(server),
+                );
+            }
+        }
+    }
+    out.header(
+        "gateway_upstream_server_checks_total",
+        "counter",
+        "Health checks of the server that reached a verdict, by result.",
+    );
+    for upstream in upstreams {
+        for server in &upstream.servers {
+            let labels = |result| {
+                [
+                    ("upstream", upstream.name.as_str()),
+                    ("server", server.address.as_str()),
+                    ("result", result),
+                ]
+            };
+            out.sample(
+                "gateway_upstream_server_checks_total",
+                &labels("passed"),
+                server.checks - server.checks_failed.min(server.checks),
+            );
+            out.sample(
+                "gateway_upstream_server_checks_total",
+                &labels("failed"),
+                server.checks_failed,
+            );
+        }
+    }
 }
 
 /// The output being built. Writing to a `String` cannot fail, so results are dropped.
@@ -317,7 +408,25 @@ mod tests {
             idle: 1,
             waiting: 7,
         };
-        render(&sample_meter(), pool, &reloads, 2, 1)
+        let upstreams = [UpstreamStats {
+            name: "main".into(),
+            open: 3,
+            idle: 1,
+            queued: 2,
+            servers: vec![ServerState {
+                address: "127.0.0.1:9000".into(),
+                healthy: true,
+                in_use: 2,
+                idle: 1,
+                max_connections: 16,
+                weight: 2,
+                backup: false,
+                failures: 1,
+                checks: 5,
+                checks_failed: 1,
+            }],
+        }];
+        render(&sample_meter(), pool, &upstreams, &reloads, 2, 1)
     }
 
     #[test]
@@ -430,6 +539,27 @@ mod tests {
         assert_eq!(value("gateway_config_last_reload_success", &[]), 0.0);
         assert_eq!(value("gateway_tenants", &[("state", "enabled")]), 2.0);
         assert_eq!(value("gateway_tenants", &[("state", "suspended")]), 1.0);
+        let server = [("upstream", "main"), ("server", "127.0.0.1:9000")];
+        assert_eq!(
+            value("gateway_upstream_queue_length", &[("upstream", "main")]),
+            2.0
+        );
+        assert_eq!(value("gateway_upstream_server_healthy", &server), 1.0);
+        assert_eq!(
+            value("gateway_upstream_server_connections_in_use", &server),
+            2.0
+        );
+        assert_eq!(
+            value("gateway_upstream_server_failures_total", &server),
+            1.0
+        );
+        let checks = |result| {
+            value(
+                "gateway_upstream_server_checks_total",
+                &[server[0], server[1], ("result", result)],
+            )
+        };
+        assert_eq!((checks("passed"), checks("failed")), (4.0, 1.0));
     }
 
     #[test]
@@ -437,6 +567,7 @@ mod tests {
         let text = render(
             &UsageMeter::default(),
             fcgi_core::PoolStats::default(),
+            &[],
             &ReloadStats::default(),
             0,
             0,

@@ -26,6 +26,7 @@ const HOP_BY_HOP: [HeaderName; 5] = [
 /// PHP-FPM's response as HTTP: its status and headers, less the hop-by-hop ones, and its
 /// body as it streams.
 pub(crate) fn from_fastcgi(response: fcgi_core::Response) -> Response<GatewayBody> {
+    let server = AnsweredBy(response.upstream().clone());
     let (status, mut headers, body) = response.into_parts();
     // PHP rarely sends any of them: one pass over its few headers is cheaper than hashing
     // each name for a removal that finds nothing.
@@ -39,8 +40,14 @@ pub(crate) fn from_fastcgi(response: fcgi_core::Response) -> Response<GatewayBod
     let mut response = Response::new(GatewayBody::fastcgi(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
+    response.extensions_mut().insert(server);
     response
 }
+
+/// The PHP-FPM server that answered, carried from [`from_fastcgi`] to [`finish`] (which
+/// puts it in the access record) in the response's extensions.
+#[derive(Debug, Clone)]
+struct AnsweredBy(fcgi_core::Upstream);
 
 /// Whether a response header describes one hop only and must not be passed on.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -62,6 +69,9 @@ pub(crate) fn finish(
 ) -> Response<GatewayBody> {
     finish_headers(&mut response);
     record.status = response.status().as_u16();
+    if let Some(AnsweredBy(server)) = response.extensions_mut().remove::<AnsweredBy>() {
+        record.upstream = Some(server);
+    }
     let bodiless = is_bodiless(head, response.status());
     let response = compression::apply(response, client, policy, bodiless);
     let (parts, body) = response.into_parts();

@@ -220,7 +220,8 @@ where
                 ),
                 content_length,
             };
-            let response = fastcgi::forward(&snapshot.pool, &cgi, body).await?;
+            let pool = snapshot.pool_for(tenant.upstream.as_deref());
+            let response = fastcgi::forward(pool, &cgi, body).await?;
             crate::private_files::intercept(response, &tenant, &parts, record).await
         }
     }

@@ -2,9 +2,13 @@
 //! swap that replaces it on a reload.
 //!
 //! A request loads the current snapshot once and keeps it to its end, so a reload never
-//! changes a request half-way. The PHP-FPM pool is carried over to the new snapshot when
-//! the upstream and pool settings are unchanged, so a reload drops no kept connection.
+//! changes a request half-way. Each PHP-FPM pool (the `[fastcgi]` one and one per
+//! `[upstreams.NAME]`) is carried over to the new snapshot when its servers, health check
+//! and pool settings are unchanged, so a reload drops no kept connection of it. A pool
+//! left out of the new snapshot lives on in the requests that still hold the old one, and
+//! closes when the last of them ends.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -22,8 +26,11 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// Host → tenant lookup.
     pub registry: Registry,
-    /// The connection pool to PHP-FPM.
+    /// The connection pool to the `[fastcgi]` upstream: tenants that name no upstream
+    /// (and with no `[defaults] upstream`) use it.
     pub pool: fcgi_core::Pool,
+    /// One pool per `[upstreams.NAME]`, by name.
+    pub upstreams: BTreeMap<String, fcgi_core::Pool>,
     /// The page suspended tenants answer with.
     pub suspended_page: Bytes,
     /// Disk in use by spooled request bodies; the same counter across reloads, so
@@ -37,6 +44,14 @@ pub enum SnapshotError {
     /// The registry refused the config.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// An upstream's servers could not make a pool (validation should have caught it).
+    #[error("upstream {name:?}: {source}")]
+    Upstream {
+        /// The `[upstreams.NAME]`.
+        name: String,
+        /// Why fcgi-core refused it.
+        source: fcgi_core::InvalidPool,
+    },
     /// The suspended page could not be read.
     #[error("reading suspended page {path}: {source}")]
     SuspendedPage {
@@ -64,8 +79,29 @@ impl Snapshot {
             {
                 prev.pool.clone()
             }
-            _ => fcgi_core::Pool::new(upstream, pool_config),
+            _ => fcgi_core::Pool::new(upstream, pool_config.clone()),
         };
+        let mut upstreams = BTreeMap::new();
+        for (name, settings) in &config.upstreams {
+            let servers = settings.server_configs();
+            let health = settings.health_config();
+            let kept = previous
+                .and_then(|prev| prev.upstreams.get(name))
+                .filter(|prev| {
+                    prev.servers() == servers.as_slice()
+                        && prev.health() == &health
+                        && same_shared_settings(prev.config(), &pool_config)
+                });
+            let pool = match kept {
+                Some(pool) => pool.clone(),
+                None => fcgi_core::Pool::with_servers(servers, pool_config.clone(), health)
+                    .map_err(|source| SnapshotError::Upstream {
+                        name: name.clone(),
+                        source,
+                    })?,
+            };
+            upstreams.insert(name.clone(), pool);
+        }
         let suspended_page =
             match &config.server.suspended_page {
                 Some(path) => Bytes::from(std::fs::read(path).map_err(|source| {
@@ -81,9 +117,120 @@ impl Snapshot {
             config: Arc::new(config),
             registry,
             pool,
+            upstreams,
             suspended_page,
             spool_usage,
         })
+    }
+}
+
+impl Snapshot {
+    /// The pool a tenant naming `upstream` (its own `upstream` setting) sends to: that
+    /// upstream's, else `[defaults] upstream`'s, else the `[fastcgi]` pool. Validation
+    /// makes every name resolve; a name that does not (a tenant built by hand) falls back
+    /// to the `[fastcgi]` pool rather than failing the request.
+    pub fn pool_for(&self, upstream: Option<&str>) -> &fcgi_core::Pool {
+        self.config
+            .upstream_of(upstream)
+            .and_then(|name| self.upstreams.get(name))
+            .unwrap_or(&self.pool)
+    }
+}
+
+/// The name the `[fastcgi]` pool goes by in metrics and the admin API: brackets, so it
+/// never collides with an `[upstreams.NAME]` (names are `a-z0-9_-`).
+pub const FASTCGI_UPSTREAM: &str = "[fastcgi]";
+
+/// One upstream's state, for `/metrics` and `GET /upstreams`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpstreamStats {
+    /// `[upstreams.NAME]`'s name, or [`FASTCGI_UPSTREAM`].
+    pub name: String,
+    /// Connections counted against the servers' bounds (idle, in use, opening).
+    pub open: usize,
+    /// Idle connections kept for reuse.
+    pub idle: usize,
+    /// Requests waiting in the upstream's fair queue.
+    pub queued: usize,
+    /// Each server, in the order written.
+    pub servers: Vec<ServerState>,
+}
+
+/// One server's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerState {
+    /// `host:port` or `unix:PATH`.
+    pub address: String,
+    /// Chosen for new requests (not marked down).
+    pub healthy: bool,
+    /// Connections carrying a request, or being opened.
+    pub in_use: usize,
+    /// Connections kept for reuse.
+    pub idle: usize,
+    /// Its bound.
+    pub max_connections: usize,
+    /// Its weight.
+    pub weight: u32,
+    /// Used only while no primary server is healthy.
+    pub backup: bool,
+    /// Requests that failed on it in a way that marks a server down.
+    pub failures: u64,
+    /// Health checks that reached a verdict (a ping, or a request that completed).
+    pub checks: u64,
+    /// Of those, the failed ones.
+    pub checks_failed: u64,
+}
+
+impl Snapshot {
+    /// Every pool's state: the `[fastcgi]` pool first, then the upstreams by name.
+    pub fn upstream_stats(&self) -> Vec<UpstreamStats> {
+        std::iter::once((FASTCGI_UPSTREAM, &self.pool))
+            .chain(
+                self.upstreams
+                    .iter()
+                    .map(|(name, pool)| (name.as_str(), pool)),
+            )
+            .map(|(name, pool)| {
+                let totals = pool.stats();
+                UpstreamStats {
+                    name: name.to_owned(),
+                    open: totals.open,
+                    idle: totals.idle,
+                    queued: totals.waiting,
+                    servers: pool
+                        .server_stats()
+                        .into_iter()
+                        .zip(pool.servers())
+                        .map(|(stats, config)| ServerState {
+                            address: stats.address.to_string(),
+                            healthy: stats.healthy,
+                            in_use: stats.in_use,
+                            idle: stats.idle,
+                            max_connections: stats.max_connections,
+                            weight: config.weight,
+                            backup: config.backup,
+                            failures: stats.failures,
+                            checks: stats.checks,
+                            checks_failed: stats.checks_failed,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Occupancy over every pool.
+    pub fn pool_totals(&self) -> fcgi_core::PoolStats {
+        std::iter::once(&self.pool)
+            .chain(self.upstreams.values())
+            .map(fcgi_core::Pool::stats)
+            .fold(fcgi_core::PoolStats::default(), |sum, s| {
+                fcgi_core::PoolStats {
+                    open: sum.open + s.open,
+                    idle: sum.idle + s.idle,
+                    waiting: sum.waiting + s.waiting,
+                }
+            })
     }
 }
 
@@ -105,8 +252,13 @@ pub fn pool_config(config: &Config) -> fcgi_core::PoolConfig {
 }
 
 fn same_pool_config(a: &fcgi_core::PoolConfig, b: &fcgi_core::PoolConfig) -> bool {
-    a.max_connections == b.max_connections
-        && a.idle_timeout == b.idle_timeout
+    a.max_connections == b.max_connections && same_shared_settings(a, b)
+}
+
+/// The settings every upstream shares with the `[fastcgi]` pool: all but its bound (each
+/// server of an upstream has its own, compared with the servers).
+fn same_shared_settings(a: &fcgi_core::PoolConfig, b: &fcgi_core::PoolConfig) -> bool {
+    a.idle_timeout == b.idle_timeout
         && a.queue_timeout == b.queue_timeout
         && a.max_queue == b.max_queue
         && a.client.connect_timeout == b.client.connect_timeout
@@ -117,14 +269,7 @@ fn same_pool_config(a: &fcgi_core::PoolConfig, b: &fcgi_core::PoolConfig) -> boo
 
 /// The FastCGI client's address for the configured upstream.
 pub fn upstream_of(config: &Config) -> fcgi_core::Upstream {
-    use crate::config::fastcgi::Upstream;
-    match &config.fastcgi.upstream {
-        Upstream::Tcp { host, port } if host.contains(':') => {
-            fcgi_core::Upstream::Tcp(format!("[{host}]:{port}"))
-        }
-        Upstream::Tcp { host, port } => fcgi_core::Upstream::Tcp(format!("{host}:{port}")),
-        Upstream::Unix(path) => fcgi_core::Upstream::Unix(path.clone()),
-    }
+    crate::config::upstreams::client_address(&config.fastcgi.upstream)
 }
 
 /// The state shared by every request: the current snapshot and the telemetry sinks.

@@ -354,6 +354,59 @@ async fn a_new_tenant_is_served_at_once_and_written_after_the_comments() {
 }
 
 #[tokio::test]
+async fn a_tenant_is_moved_to_a_named_upstream_and_an_unknown_one_is_refused() {
+    // `big` is the same PHP-FPM under another name: what is checked is the key's path
+    // through the API, the file and the snapshot.
+    let h = Harness::start(
+        "\n[upstreams.big]\nservers = [{ address = \"{upstream}\", max_connections = 2 }]\n",
+    )
+    .await;
+    let reply = h
+        .call(
+            "PUT",
+            "/tenants/t3",
+            Some(r#"{"hosts": ["t3.example"], "params": {"TENANT_ID": "t3"}, "upstream": "big"}"#),
+        )
+        .await;
+    let t3 = reply.expect(201, None);
+    assert_eq!(t3["upstream"], "big");
+    let shown = h.call("GET", "/tenants/t3", None).await.expect(200, None);
+    assert_eq!(shown["upstream"], "big");
+    assert!(h.config_text().contains("upstream = \"big\"\n"));
+    let served = h.site("t3.example", "/params.php?only=TENANT_ID").await;
+    assert_eq!(served.text(), "t3");
+    let upstreams = h.call("GET", "/upstreams", None).await.expect(200, None);
+    let big = upstreams
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|u| u["name"] == "big")
+        .expect("big is listed");
+    assert_eq!(big["servers"][0]["max_connections"], 2);
+
+    let before = h.config_text();
+    let refused = h
+        .call(
+            "PUT",
+            "/tenants/t3",
+            Some(r#"{"hosts": ["t3.example"], "upstream": "huge"}"#),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.text()
+    );
+    assert!(
+        refused.text().contains("no [upstreams.huge] table"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(h.config_text(), before);
+}
+
+#[tokio::test]
 async fn replacing_a_tenant_keeps_comments_and_masked_secrets() {
     let h = Harness::start("").await;
     let before = h.config_text();
@@ -937,6 +990,7 @@ async fn health_and_the_openapi_document() {
         "/reload",
         "/usage",
         "/metrics",
+        "/upstreams",
         "/healthz",
         "/openapi.json",
     ]

@@ -131,6 +131,28 @@ fn check_accepts_a_valid_config_and_describes_it() {
 }
 
 #[test]
+fn check_lists_upstreams_and_rejects_a_tenant_naming_an_unknown_one() {
+    let upstreams = "\n[upstreams.big]\nservers = [{ address = \"10.0.0.21:9000\", max_connections = 32 }, { address = \"unix:/run/php/fpm.sock\", max_connections = 4, weight = 2, backup = true }]\n";
+    let scratch = Scratch::new(&format!("{CONFIG}{upstreams}"));
+    let out = scratch.run(&["check"]).ok();
+    assert!(
+        out.contains(
+            "upstream big: 10.0.0.21:9000 (32), unix:/run/php/fpm.sock (4, weight 2, backup)"
+        ),
+        "{out}"
+    );
+    let scratch = Scratch::new(&format!(
+        "{CONFIG}{upstreams}\n[tenants.centro9]\nhosts = [\"centro9.example.org\"]\nupstream = \"huge\"\n"
+    ));
+    let err = scratch.run(&["check"]).failed();
+    assert!(
+        err.contains("tenant \"centro9\"")
+            && err.contains("no [upstreams.huge] table (upstreams defined: big)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_rejects_a_duplicate_host_naming_file_line_and_tenants() {
     let scratch = Scratch::new(&format!("{CONFIG}{DUPLICATE_HOST}"));
     let err = scratch.run(&["check"]).failed();

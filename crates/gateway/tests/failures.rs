@@ -545,7 +545,8 @@ fn text_fields(line: &str) -> std::collections::HashMap<&str, &str> {
 async fn the_access_log_has_one_line_per_request_with_its_fields() {
     let log = LogCapture::default();
     let _guard = log.install_text();
-    let (_fpm, gateway) = TestGateway::with_fpm("", "").await;
+    let (fpm, gateway) = TestGateway::with_fpm("", "").await;
+    let server = fpm.address().to_upstream_string();
     let expected = access_log_requests(&gateway).await;
     let lines = access_lines(&log, expected.len(), |l| l.contains(" access: ")).await;
     for want in &expected {
@@ -567,6 +568,12 @@ async fn the_access_log_has_one_line_per_request_with_its_fields() {
         if want.php {
             assert!(fields["fpm_us"].parse::<u64>().is_ok(), "{line}");
         }
+        // The PHP-FPM server that answered.
+        assert_eq!(
+            fields.get("upstream").copied(),
+            want.php.then_some(server.as_str()),
+            "{line}"
+        );
         assert!(
             !line.contains("not-logged"),
             "query strings stay out: {line}"
@@ -600,6 +607,7 @@ async fn json_access_lines_parse_with_every_field() {
         assert!(record["duration_us"].is_u64(), "{record}");
         assert_eq!(record["completed"], true, "{record}");
         assert_eq!(record["fpm_us"].is_u64(), want.php, "{record}");
+        assert_eq!(record["upstream"].is_string(), want.php, "{record}");
         assert_eq!(record["message"], "request", "{record}");
     }
     // Every other line is JSON too.

@@ -224,7 +224,8 @@ async fn metrics_render_the_meter_as_valid_prometheus_text() {
         .count();
     let text = gateway::metrics::render(
         &gw.state.telemetry.usage,
-        snapshot.pool.stats(),
+        snapshot.pool_totals(),
+        &snapshot.upstream_stats(),
         &gw.reloader.stats,
         enabled,
         snapshot.registry.len() - enabled,

@@ -233,6 +233,7 @@ impl AdminApi {
             Route::Reload => status::reload(&self.reloader).await,
             Route::Usage => status::usage(&self.state, req.uri().query()).await,
             Route::Metrics => Ok(status::metrics(&self.state, &self.reloader)),
+            Route::Upstreams => Ok(status::upstreams(&self.state)),
             Route::Health => Ok(status::health(&self.state, &self.reloader)),
             Route::OpenApi => Ok(raw_json(StatusCode::OK, OPENAPI)),
         }

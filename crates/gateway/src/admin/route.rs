@@ -28,6 +28,8 @@ pub enum Route {
     Usage,
     /// `GET /metrics`
     Metrics,
+    /// `GET /upstreams`
+    Upstreams,
     /// `GET /healthz`
     Health,
     /// `GET /openapi.json`
@@ -62,6 +64,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/reload", &["POST"]),
     ("/usage", &["GET"]),
     ("/metrics", &["GET"]),
+    ("/upstreams", &["GET"]),
     ("/healthz", &["GET"]),
     ("/openapi.json", &["GET"]),
 ];
@@ -75,6 +78,7 @@ enum Resource {
     Reload,
     Usage,
     Metrics,
+    Upstreams,
     Health,
     OpenApi,
 }
@@ -87,6 +91,7 @@ impl Resource {
             Resource::Tenants
             | Resource::Usage
             | Resource::Metrics
+            | Resource::Upstreams
             | Resource::Health
             | Resource::OpenApi => "GET, HEAD",
             Resource::Tenant(_) => "GET, HEAD, PUT, DELETE",
@@ -109,6 +114,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, Miss> {
         (Resource::Reload, &Method::POST) => Route::Reload,
         (Resource::Usage, _) if read => Route::Usage,
         (Resource::Metrics, _) if read => Route::Metrics,
+        (Resource::Upstreams, _) if read => Route::Upstreams,
         (Resource::Health, _) if read => Route::Health,
         (Resource::OpenApi, _) if read => Route::OpenApi,
         (resource, &Method::OPTIONS) => {
@@ -136,6 +142,7 @@ fn resource(path: &str) -> Option<Resource> {
         ["reload"] => Resource::Reload,
         ["usage"] => Resource::Usage,
         ["metrics"] => Resource::Metrics,
+        ["upstreams"] => Resource::Upstreams,
         ["healthz"] => Resource::Health,
         ["openapi.json"] => Resource::OpenApi,
         _ => return None,
@@ -225,6 +232,7 @@ mod tests {
             ("POST", "/reload", Route::Reload),
             ("GET", "/usage", Route::Usage),
             ("GET", "/metrics", Route::Metrics),
+            ("GET", "/upstreams", Route::Upstreams),
             ("GET", "/healthz", Route::Health),
             ("GET", "/openapi.json", Route::OpenApi),
         ];

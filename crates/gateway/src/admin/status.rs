@@ -95,7 +95,8 @@ pub(super) fn metrics(state: &SharedState, reloader: &Reloader) -> Response<Full
     let enabled = tenants.iter().filter(|t| t.enabled).count();
     let mut text = metrics::render(
         &state.telemetry.usage,
-        snapshot.pool.stats(),
+        snapshot.pool_totals(),
+        &snapshot.upstream_stats(),
         &reloader.stats,
         enabled,
         tenants.len() - enabled,
@@ -107,6 +108,11 @@ pub(super) fn metrics(state: &SharedState, reloader: &Reloader) -> Response<Full
         HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     response
+}
+
+/// `GET /upstreams`: each upstream's queue and each of its servers' state.
+pub(super) fn upstreams(state: &SharedState) -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, &state.load().upstream_stats())
 }
 
 /// `GET /healthz`: up, how many tenants, and whether the last reload took.

@@ -50,6 +50,7 @@ pub fn tenants_add(
             tls: None,
             compression: None,
             private_root: None,
+            upstream: None,
         },
     };
     let ((), config) = tenant_ops::edit(path, |doc| {

@@ -26,6 +26,24 @@ pub fn check(path: &Path) -> Result<String, ConfigError> {
         config.fastcgi.root.display(),
         config.fastcgi.fpm_root
     );
+    for (name, upstream) in &config.upstreams {
+        let servers: Vec<String> = upstream
+            .servers
+            .iter()
+            .map(|server| {
+                let mut text = format!("{} ({}", server.address, server.max_connections);
+                if server.weight != 1 {
+                    let _ = write!(text, ", weight {}", server.weight);
+                }
+                if server.backup {
+                    text.push_str(", backup");
+                }
+                text.push(')');
+                text
+            })
+            .collect();
+        let _ = writeln!(out, "upstream {name}: {}", servers.join(", "));
+    }
     if let Some(admin) = config.server.admin {
         let _ = writeln!(out, "admin:    {admin}");
     }

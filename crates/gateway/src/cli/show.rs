@@ -53,6 +53,9 @@ pub fn tenants_show(path: &Path, name: &str, json: bool) -> Result<String, CliEr
     if let Some(root) = private_root {
         let _ = writeln!(out, "private_root:    {root}");
     }
+    if let Some(upstream) = tenant.upstream {
+        let _ = writeln!(out, "upstream:        {upstream}");
+    }
     let _ = writeln!(out, "params:");
     let width = own
         .keys()

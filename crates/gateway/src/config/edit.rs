@@ -328,6 +328,9 @@ fn new_tenant_item(tenant: &TenantSettings, max_concurrency: Option<i64>, inline
     if let Some(root) = &tenant.private_root {
         table.insert("private_root", Item::Value(Value::from(root.as_str())));
     }
+    if let Some(upstream) = &tenant.upstream {
+        table.insert("upstream", Item::Value(Value::from(upstream.as_str())));
+    }
     if inline {
         Item::Value(Value::InlineTable(table.into_inline_table()))
     } else {
@@ -439,6 +442,18 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantSettings, max_concurr
             let written = table.get("private_root").and_then(Item::as_str);
             if written != Some(root.as_str()) {
                 set_value(table, "private_root", Value::from(root.as_str()));
+            }
+        }
+    }
+
+    match &tenant.upstream {
+        None => {
+            table.remove("upstream");
+        }
+        Some(upstream) => {
+            let written = table.get("upstream").and_then(Item::as_str);
+            if written != Some(upstream.as_str()) {
+                set_value(table, "upstream", Value::from(upstream.as_str()));
             }
         }
     }
@@ -667,6 +682,50 @@ max_concurrency = 2 # small plan
         doc.set_tenant("centro3", &private).unwrap();
         assert_eq!(doc.save().unwrap().tenants["centro3"].private_root, None);
         assert!(!fs::read_to_string(&path).unwrap().contains("private_root"));
+    }
+
+    #[test]
+    fn upstream_is_written_changed_and_removed_and_must_name_an_upstream() {
+        let text = format!(
+            "{}\n[upstreams.big]\nservers = [{{ address = \"127.0.0.1:9001\" }}]\n[upstreams.main]\nservers = [{{ address = \"127.0.0.1:9002\" }}]\n",
+            valid_file()
+        );
+        let (_dir, path) = scratch(&text);
+        let mut doc = ConfigDocument::load(&path).unwrap();
+        let mut moved = tenant(&["centro3.example.org"], &[]);
+        moved.upstream = Some("big".into());
+        doc.set_tenant("centro3", &moved).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].upstream.as_deref(),
+            Some("big")
+        );
+        assert!(fs::read_to_string(&path)
+            .unwrap()
+            .contains("upstream = \"big\"\n"));
+
+        moved.upstream = Some("main".into());
+        doc.set_tenant("centro3", &moved).unwrap();
+        assert_eq!(
+            doc.save().unwrap().tenants["centro3"].upstream.as_deref(),
+            Some("main")
+        );
+        moved.upstream = None;
+        doc.set_tenant("centro3", &moved).unwrap();
+        assert_eq!(doc.save().unwrap().tenants["centro3"].upstream, None);
+        assert!(!fs::read_to_string(&path)
+            .unwrap()
+            .contains("upstream = \"main\"\n"));
+
+        // A name with no [upstreams] table is refused, and the file keeps its text.
+        let before = fs::read_to_string(&path).unwrap();
+        moved.upstream = Some("huge".into());
+        doc.set_tenant("centro3", &moved).unwrap();
+        let err = doc.save().unwrap_err();
+        assert!(
+            err.to_string().contains("no [upstreams.huge] table"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), before);
     }
 
     #[test]

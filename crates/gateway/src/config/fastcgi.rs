@@ -26,7 +26,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_HEAD_BYTES: usize = 64 << 10;
 
 /// Where PHP-FPM listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Upstream {
     /// A TCP address; `host` is an IP or a name to resolve at connect time (so a
     /// container name like `php-fpm` works). IPv6 literals are stored without brackets.

@@ -7,6 +7,8 @@
 //! - `tenant.rs`: one `[tenants.NAME]` table as written ([`TenantSettings`]) and validated
 //!   ([`TenantConfig`], by [`TenantSettings::validate`]), shared with the admin API and
 //!   CLI that edit the file with `toml_edit`.
+//! - `upstreams.rs`: the `[upstreams.NAME]` tables (several PHP-FPM servers, health
+//!   checks) that tenants name with `upstream = "NAME"`.
 //! - `error.rs`: [`ConfigError`], which names the file, line, column and tenant.
 //! - `edit.rs`: [`ConfigDocument`], comment-preserving edits of the file (CLI, admin API)
 //!   that refuse to save anything [`Config::parse`] would reject.
@@ -22,6 +24,7 @@ pub(crate) mod fastcgi;
 pub(crate) mod server;
 pub(crate) mod tenant;
 pub(crate) mod units;
+pub(crate) mod upstreams;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -41,6 +44,7 @@ pub use tenant::{
     displayed_param_value, is_secret_param, private_root_for, validate_param, HostPattern,
     TenantConfig, TenantSettings,
 };
+pub use upstreams::{UpstreamConfig, UpstreamHealth, UpstreamServer};
 
 use error::{keys, KeySegment};
 
@@ -72,6 +76,11 @@ pub struct Config {
     /// `[defaults] private_root`: the private-files directory of tenants that do not
     /// name their own, `{tenant}` standing for the tenant's name (absolute, checked).
     pub default_private_root: Option<String>,
+    /// `[upstreams.NAME]`, by name: groups of PHP-FPM servers tenants may name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// `[defaults] upstream`: the upstream of tenants that name none; `None`: the
+    /// `[fastcgi]` upstream. Names an entry of `upstreams`.
+    pub default_upstream: Option<String>,
     /// `[usage]`.
     pub usage: UsageConfig,
     /// `[tenants.NAME]`, by name.
@@ -117,6 +126,8 @@ impl fmt::Debug for Config {
             .field("default_request_buffering", &self.default_request_buffering)
             .field("default_compression", &self.default_compression)
             .field("default_private_root", &self.default_private_root)
+            .field("upstreams", &self.upstreams)
+            .field("default_upstream", &self.default_upstream)
             .field("usage", &self.usage)
             .field("tenants", &self.tenants)
             .field("tls", &self.tls)
@@ -132,6 +143,8 @@ struct RawConfig {
     fastcgi: fastcgi::RawFastCgi,
     #[serde(default)]
     defaults: tenant::RawDefaults,
+    #[serde(default)]
+    upstreams: BTreeMap<String, upstreams::RawUpstream>,
     #[serde(default)]
     usage: RawUsage,
     #[serde(default)]
@@ -206,7 +219,30 @@ impl Config {
             })?;
         }
 
+        let upstreams = upstreams::validate(raw.upstreams, base_dir, fastcgi.max_connections)?;
+        if let Some(name) = &raw.defaults.upstream {
+            if !upstreams.contains_key(name) {
+                return Err(ConfigError::invalid(
+                    "defaults.upstream",
+                    unknown_upstream(name, &upstreams),
+                )
+                .at(keys(&["defaults", "upstream"])));
+            }
+        }
+
         let tenants = check_tenants(raw.tenants)?;
+        for (name, tenant) in &tenants {
+            if let Some(upstream) = &tenant.upstream {
+                if !upstreams.contains_key(upstream) {
+                    return Err(ConfigError::invalid(
+                        "upstream",
+                        unknown_upstream(upstream, &upstreams),
+                    )
+                    .for_tenant(name)
+                    .at(keys(&["tenants", name, "upstream"])));
+                }
+            }
+        }
         let tls =
             crate::tls::config::validate(raw.tls, raw.defaults.tls, &server, &tenants, base_dir)?;
 
@@ -227,10 +263,33 @@ impl Config {
             default_request_buffering: raw.defaults.request_buffering.unwrap_or(true),
             default_compression,
             default_private_root: raw.defaults.private_root,
+            upstreams,
+            default_upstream: raw.defaults.upstream,
             usage,
             tenants,
             tls,
         })
+    }
+}
+
+/// Why a named upstream is refused: it is not among the `[upstreams]` tables.
+fn unknown_upstream(name: &str, upstreams: &BTreeMap<String, UpstreamConfig>) -> String {
+    if upstreams.is_empty() {
+        format!("no [upstreams.{name}] table (this file defines no upstreams)")
+    } else {
+        let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+        format!(
+            "no [upstreams.{name}] table (upstreams defined: {})",
+            known.join(", ")
+        )
+    }
+}
+
+impl Config {
+    /// The upstream `tenant` sends its PHP requests to: its own, else `[defaults]
+    /// upstream`; `None` is the `[fastcgi]` upstream.
+    pub fn upstream_of<'a>(&'a self, tenant: Option<&'a str>) -> Option<&'a str> {
+        tenant.or(self.default_upstream.as_deref())
     }
 }
 
@@ -535,6 +594,112 @@ max_concurrency = 4
         assert!(!config.default_request_buffering);
         let err = parse(dir.path(), "[defaults]\nrequest_buffering = \"no\"\n").unwrap_err();
         assert!(err.is_syntax(), "{err}");
+    }
+
+    const UPSTREAMS: &str = r#"
+[upstreams.main]
+servers = [
+  { address = "10.0.0.11:9000", max_connections = 16 },
+  { address = "10.0.0.12:9000", max_connections = 16, weight = 2 },
+  { address = "unix:/run/php/php8.2-fpm.sock", max_connections = 8, backup = true },
+]
+health = { ping_path = "/fpm-ping", ping_response = "pong", interval = "2s", timeout = "1s", fails = 2, passes = 2 }
+
+[upstreams.big]
+servers = [{ address = "10.0.0.21:9000" }]
+"#;
+
+    #[test]
+    fn upstreams_parse_as_the_issue_writes_them_and_tenants_name_one() {
+        let dir = scratch();
+        let config = parse(
+            dir.path(),
+            &format!("{UPSTREAMS}[defaults]\nupstream = \"main\"\n[tenants.centro1]\nhosts = [\"c.example\"]\nupstream = \"big\"\n[tenants.other]\nhosts = [\"o.example\"]\n"),
+        )
+        .unwrap();
+        let main = &config.upstreams["main"];
+        assert_eq!(main.servers.len(), 3);
+        assert_eq!(main.servers[1].weight, 2);
+        assert!(main.servers[2].backup);
+        assert_eq!(
+            main.servers[2].address,
+            Upstream::Unix("/run/php/php8.2-fpm.sock".into())
+        );
+        assert_eq!(main.health.ping, Some(("/fpm-ping".into(), "pong".into())));
+        // A server without a bound takes [fastcgi] max_connections (8 by default).
+        assert_eq!(config.upstreams["big"].servers[0].max_connections, 8);
+        assert_eq!(config.upstreams["big"].health.ping, None);
+        assert_eq!(config.tenants["centro1"].upstream.as_deref(), Some("big"));
+        assert_eq!(config.upstream_of(Some("big")), Some("big"));
+        assert_eq!(config.upstream_of(None), Some("main"));
+        let plain = parse(dir.path(), UPSTREAMS).unwrap();
+        assert_eq!(plain.upstream_of(None), None);
+    }
+
+    #[test]
+    fn bad_upstreams_are_refused_with_a_clear_reason_and_line() {
+        let dir = scratch();
+        let cases = [
+            (
+                format!("{UPSTREAMS}[tenants.a]\nhosts = [\"a.example\"]\nupstream = \"huge\"\n"),
+                "no [upstreams.huge] table (upstreams defined: big, main)",
+            ),
+            (
+                "[defaults]\nupstream = \"main\"\n".to_owned(),
+                "no [upstreams.main] table (this file defines no upstreams)",
+            ),
+            (
+                "[upstreams.u]\nservers = [{ address = \"127.0.0.1:9000\" }, { address = \"127.0.0.1:9000\" }]\n".to_owned(),
+                "127.0.0.1:9000 is listed twice in upstream \"u\"",
+            ),
+            (
+                "[upstreams.u]\nservers = [{ address = \"127.0.0.1:9000\", max_connections = 0 }]\n".to_owned(),
+                "max_connections: 127.0.0.1:9000: must be at least 1",
+            ),
+            (
+                "[upstreams.u]\nservers = [{ address = \"127.0.0.1:9000\", weight = 0 }]\n".to_owned(),
+                "weight: 127.0.0.1:9000: must be at least 1",
+            ),
+            (
+                "[upstreams.u]\nservers = [{ address = \"127.0.0.1:9000\", backup = true }]\n".to_owned(),
+                "has only backup servers",
+            ),
+            (
+                "[upstreams.u]\nservers = []\n".to_owned(),
+                "lists no servers",
+            ),
+            (
+                "[upstreams.u]\nservers = [{ address = \"nowhere\" }]\n".to_owned(),
+                "expected \"host:port\"",
+            ),
+            (
+                "[upstreams.u]\nservers = [{ address = \"127.0.0.1:9000\" }]\nhealth = { ping_path = \"fpm-ping\" }\n".to_owned(),
+                "must be a path starting with '/'",
+            ),
+            (
+                "[upstreams.u]\nservers = [{ address = \"127.0.0.1:9000\" }]\nhealth = { fails = 0 }\n".to_owned(),
+                "fails: must be at least 1",
+            ),
+            (
+                "[upstreams.u]\nservers = [{ address = \"127.0.0.1:9000\" }]\nhealth = { interval = \"0s\" }\n".to_owned(),
+                "interval: must be above zero",
+            ),
+            (
+                "[upstreams.U]\nservers = [{ address = \"127.0.0.1:9000\" }]\n".to_owned(),
+                "invalid upstream name \"U\"",
+            ),
+        ];
+        for (rest, want) in cases {
+            let err = parse(dir.path(), &rest).unwrap_err();
+            assert!(err.to_string().contains(want), "{rest}: {err}");
+            assert!(err.line().is_some(), "{rest}: {err}");
+        }
+        let err = parse(
+            dir.path(),
+            &format!("{UPSTREAMS}[tenants.a]\nhosts = [\"a.example\"]\nupstream = \"huge\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.tenant(), Some("a"));
     }
 
     #[test]

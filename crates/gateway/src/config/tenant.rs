@@ -66,6 +66,10 @@ pub struct TenantSettings {
     /// in it stands for the tenant's name; `None` follows `[defaults] private_root`.
     #[serde(default)]
     pub private_root: Option<String>,
+    /// The `[upstreams.NAME]` this tenant's PHP requests go to; `None` follows
+    /// `[defaults] upstream`, else the `[fastcgi]` upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
 }
 
 /// One tenant's validated settings: what [`TenantSettings::validate`] returns and
@@ -98,6 +102,10 @@ pub struct TenantConfig {
     /// The directory of this tenant's private files as written (absolute, `{tenant}`
     /// not yet substituted); `None` follows `[defaults] private_root`.
     pub private_root: Option<String>,
+    /// The `[upstreams.NAME]` this tenant's PHP requests go to (a well-formed name; that
+    /// it exists is checked against the whole file); `None` follows `[defaults]
+    /// upstream`, else the `[fastcgi]` upstream.
+    pub upstream: Option<String>,
 }
 
 fn enabled_by_default() -> bool {
@@ -119,6 +127,7 @@ macro_rules! tenant_impls {
                     tls: None,
                     compression: None,
                     private_root: None,
+                    upstream: None,
                 }
             }
         }
@@ -134,6 +143,7 @@ macro_rules! tenant_impls {
                     .field("tls", &self.tls)
                     .field("compression", &self.compression)
                     .field("private_root", &self.private_root)
+                    .field("upstream", &self.upstream)
                     .finish()
             }
         }
@@ -362,6 +372,16 @@ impl TenantSettings {
                     .at([KeySegment::Key("private_root".into())])
             })?;
         }
+        if let Some(upstream) = &self.upstream {
+            if !is_valid_tenant_name(upstream) {
+                return Err(ConfigError::invalid(
+                    "upstream",
+                    format!("{upstream:?} is not an upstream name (1-63 characters from a-z, 0-9, '_' and '-')"),
+                )
+                .for_tenant(name)
+                .at([KeySegment::Key("upstream".into())]));
+            }
+        }
         let tenant = TenantConfig {
             hosts: patterns.iter().map(HostPattern::to_config_string).collect(),
             params: self.params,
@@ -371,6 +391,7 @@ impl TenantSettings {
             tls: self.tls,
             compression,
             private_root: self.private_root,
+            upstream: self.upstream,
         };
         Ok((tenant, patterns))
     }
@@ -473,6 +494,7 @@ pub(crate) struct RawDefaults {
     #[serde(default)]
     pub(crate) compression: Option<Vec<Encoding>>,
     pub(crate) private_root: Option<String>,
+    pub(crate) upstream: Option<String>,
 }
 
 #[cfg(test)]

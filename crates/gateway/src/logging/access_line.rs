@@ -27,6 +27,8 @@ pub(crate) struct AccessLine<'a> {
     pub duration_us: u64,
     /// Time in PHP-FPM, for PHP requests.
     pub fpm_us: Option<u64>,
+    /// The PHP-FPM server that answered, for PHP requests.
+    pub upstream: Option<&'a fcgi_core::Upstream>,
     /// Whether the body was sent to its end.
     pub completed: bool,
     /// What broke mid-response (the line is then a warning).
@@ -102,6 +104,9 @@ fn format_access_line(
     if let Some(fpm_us) = line.fpm_us {
         out.write_str(" fpm_us=")?;
         write_u64(out, fpm_us)?;
+    }
+    if let Some(upstream) = line.upstream {
+        write!(out, " upstream={upstream}")?;
     }
     out.write_str(if line.completed {
         " completed=true"
@@ -209,7 +214,11 @@ mod tests {
         let method = http::Method::GET;
         let path = "/hello.php".to_owned();
         let error = "upstream \"closed\"";
-        for (tenant, fpm_us, completed) in [("bench", Some(1267u64), true), ("-", None, false)] {
+        let server: fcgi_core::Upstream = fcgi_core::Upstream::Tcp("127.0.0.1:9000".into());
+        for (tenant, fpm_us, upstream, completed) in [
+            ("bench", Some(1267u64), Some(&server), true),
+            ("-", None, None, false),
+        ] {
             tracing::info!(
                 target: "access",
                 tenant,
@@ -219,6 +228,7 @@ mod tests {
                 bytes_out = 13u64,
                 duration_us = 1443u64,
                 fpm_us,
+                upstream = upstream.map(tracing::field::display),
                 completed,
                 "request"
             );
@@ -232,6 +242,7 @@ mod tests {
             bytes_out = 0u64,
             duration_us = 0u64,
             fpm_us = u64::MAX,
+            upstream = %fcgi_core::Upstream::Unix("/run/php/fpm.sock".into()),
             completed = false,
             error = %error,
             "request"
@@ -261,6 +272,8 @@ mod tests {
     #[test]
     fn direct_access_lines_are_the_formatters_lines() {
         let method = http::Method::GET;
+        let tcp = fcgi_core::Upstream::Tcp("127.0.0.1:9000".into());
+        let unix = fcgi_core::Upstream::Unix("/run/php/fpm.sock".into());
         let lines = [
             AccessLine {
                 tenant: "bench",
@@ -270,6 +283,7 @@ mod tests {
                 bytes_out: 13,
                 duration_us: 1443,
                 fpm_us: Some(1267),
+                upstream: Some(&tcp),
                 completed: true,
                 error: None,
             },
@@ -281,6 +295,7 @@ mod tests {
                 bytes_out: 13,
                 duration_us: 1443,
                 fpm_us: None,
+                upstream: None,
                 completed: false,
                 error: None,
             },
@@ -292,6 +307,7 @@ mod tests {
                 bytes_out: 0,
                 duration_us: 0,
                 fpm_us: Some(u64::MAX),
+                upstream: Some(&unix),
                 completed: false,
                 error: Some("upstream \"closed\""),
             },
@@ -310,7 +326,7 @@ mod tests {
         assert_eq!(
             direct[0],
             " INFO access: request tenant=\"bench\" method=GET path=/hello.php status=200 \
-             bytes_out=13 duration_us=1443 fpm_us=1267 completed=true"
+             bytes_out=13 duration_us=1443 fpm_us=1267 upstream=127.0.0.1:9000 completed=true"
         );
     }
 

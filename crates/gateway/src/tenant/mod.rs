@@ -48,6 +48,9 @@ pub struct Tenant {
     /// (the tenant's `private_root`, else `[defaults] private_root`, `{tenant}`
     /// substituted); `None`: neither header is ever honoured.
     pub private_root: Option<PathBuf>,
+    /// The `[upstreams.NAME]` it names; `None` follows `[defaults] upstream`, else the
+    /// `[fastcgi]` upstream (resolved per request against the snapshot's pools).
+    pub upstream: Option<String>,
     /// Whether any name in `params` starts with `HTTP_`. Validation forbids it, so this
     /// is normally false and the per-request header filter skips hashing each header
     /// name against `param_names`; it exists so that filter stays correct if the rule
@@ -142,6 +145,7 @@ impl Tenant {
             request_buffering: config.request_buffering,
             compression: config.compression.as_deref().map(Box::from),
             private_root,
+            upstream: config.upstream.clone(),
             shadows_headers,
         })
     }
@@ -158,6 +162,7 @@ impl fmt::Debug for Tenant {
             .field("max_concurrency", &self.max_concurrency)
             .field("request_buffering", &self.request_buffering)
             .field("private_root", &self.private_root)
+            .field("upstream", &self.upstream)
             .finish()
     }
 }

@@ -29,6 +29,9 @@ pub struct TenantView<'a> {
     /// Its private-files directory as written; absent when it follows `[defaults]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private_root: Option<&'a str>,
+    /// The `[upstreams.NAME]` it names; absent when it follows `[defaults]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<&'a str>,
     /// Its own params, secret values shown as [`MASK`].
     pub params: BTreeMap<&'a str, &'a str>,
     /// Its own `tls` setting, when it has one.
@@ -49,6 +52,7 @@ impl<'a> TenantView<'a> {
             max_concurrency: tenant.max_concurrency,
             request_buffering: tenant.request_buffering,
             private_root: tenant.private_root.as_deref(),
+            upstream: tenant.upstream.as_deref(),
             params: masked(&tenant.params),
             tls: tenant.tls.as_ref(),
             certificates: None,
