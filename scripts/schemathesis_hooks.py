@@ -1,17 +1,21 @@
 """Schemathesis hooks for scripts/schemathesis.sh (loaded through SCHEMATHESIS_HOOKS).
 
-Two rules of `PUT /tenants/{name}` are beyond what an OpenAPI 3.0 schema can say, so the
+Three rules of `PUT /tenants/{name}` are beyond what an OpenAPI 3.0 schema can say, so the
 admin API's document states them in prose (and the first as the extension
 `x-propertyNames` on `TenantInput.params`):
   - param names: `[A-Za-z_][A-Za-z0-9_]*`, not `HTTP_*`, not a name the gateway sets per
     request (3.0 has no `propertyNames`);
   - hosts are distinct after lower-casing and dropping a trailing dot (`uniqueItems`
-    compares them as written).
+    compares them as written);
+  - `upstream` names an `[upstreams.NAME]` table of the running config, and the config
+    this run serves defines none (the `[fastcgi]` upstream needs no name);
+  - `tls = { cert, key }` names PEM files that exist on the gateway's machine.
 Left alone, schemathesis sends bodies that break them, the gateway rightly answers 400,
 and the run reports "valid data rejected". This hook fixes, in each PUT about to be
-sent, exactly what breaks those two rules (renaming bad param names, dropping hosts that
-repeat an earlier one), reading the name rules from the document. Nothing else is
-touched, so a body that was invalid for another reason stays invalid.
+sent, exactly what breaks those rules (renaming bad param names, dropping hosts that
+repeat an earlier one, dropping an `upstream` or a certificate-files `tls`), reading the name rules from the
+document. Nothing else is touched, so a body that was invalid for another reason stays
+invalid.
 """
 
 import re
@@ -65,5 +69,16 @@ def before_call(context, case, kwargs):
     hosts = body.get("hosts")
     if isinstance(hosts, list) and all(isinstance(h, str) for h in hosts):
         body["hosts"] = _distinct_hosts(hosts)
+    # Only a schema-valid value is dropped: an invalid one must still be refused.
+    upstream = body.get("upstream")
+    if isinstance(upstream, str) and re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", upstream):
+        del body["upstream"]
+    tls = body.get("tls")
+    if (
+        isinstance(tls, dict)
+        and set(tls) == {"cert", "key"}
+        and all(isinstance(v, str) for v in tls.values())
+    ):
+        del body["tls"]
     if body != case.body:
         case.body = body
