@@ -22,6 +22,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
+pub mod acme;
 pub(crate) mod admin;
 pub mod body;
 pub(crate) mod cgi;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub(crate) mod fastcgi;
+pub mod https;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
@@ -63,7 +65,7 @@ pub enum RunError {
     Snapshot(#[from] snapshot::SnapshotError),
     /// The TLS listeners could not be set up.
     #[error(transparent)]
-    Tls(#[from] tls::listener::TlsSetupError),
+    Tls(#[from] server::tls::TlsSetupError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -87,7 +89,7 @@ pub struct Gateway {
     /// The admin API listener, when `[server] admin` is set.
     admin: Option<admin::AdminServer>,
     /// The HTTPS listeners (`[server] tls_listen`), when any.
-    tls: Option<tls::listener::TlsListeners>,
+    tls: Option<server::tls::TlsListeners>,
 }
 
 impl Gateway {
@@ -143,7 +145,7 @@ impl Gateway {
                     .map_err(|source| RunError::Bind { addr, source })?;
                 tls_listeners.push(listener);
             }
-            Some(tls::listener::TlsListeners::new(
+            Some(server::tls::TlsListeners::new(
                 tls_listeners,
                 state.clone(),
             )?)
@@ -179,7 +181,7 @@ impl Gateway {
     pub fn tls_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.tls
             .as_ref()
-            .map(tls::listener::TlsListeners::local_addrs)
+            .map(server::tls::TlsListeners::local_addrs)
             .unwrap_or_default()
     }
 
@@ -246,10 +248,7 @@ impl Gateway {
         }
         drop(snapshot);
         if self.tls.is_some() {
-            background.push(tokio::spawn(tls::acme::run(
-                self.state.clone(),
-                stop.clone(),
-            )));
+            background.push(tokio::spawn(acme::run(self.state.clone(), stop.clone())));
         }
         {
             let stop = stop.clone();

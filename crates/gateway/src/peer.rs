@@ -27,7 +27,7 @@ pub struct ConnInfo {
     /// Whether the connection was TLS (terminated in front of us or by an embedder).
     pub tls: bool,
     /// What our own TLS listener negotiated (`SSL_PROTOCOL`, `SSL_CIPHER`).
-    pub tls_session: Option<crate::tls::TlsSession>,
+    pub tls_session: Option<TlsSession>,
 }
 
 impl Default for ConnInfo {
@@ -40,6 +40,16 @@ impl Default for ConnInfo {
             tls_session: None,
         }
     }
+}
+
+/// What the TLS session of a connection negotiated, for the CGI params.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsSession {
+    /// `SSL_PROTOCOL`, as nginx names it: `TLSv1.3`, `TLSv1.2`.
+    pub protocol: &'static str,
+    /// `SSL_CIPHER`, as OpenSSL (and so nginx) names it: `TLS_AES_128_GCM_SHA256`,
+    /// `ECDHE-RSA-AES128-GCM-SHA256`.
+    pub cipher: &'static str,
 }
 
 /// The client as PHP sees it: the connection, corrected by what a trusted proxy reports.
@@ -56,7 +66,7 @@ pub(crate) struct Peer {
     /// `HTTPS` and `REQUEST_SCHEME`: whether the client used TLS.
     pub https: bool,
     /// `SSL_PROTOCOL` and `SSL_CIPHER`: set when the gateway terminated TLS itself.
-    pub tls_session: Option<crate::tls::TlsSession>,
+    pub tls_session: Option<TlsSession>,
 }
 
 impl Peer {

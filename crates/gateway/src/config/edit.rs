@@ -462,7 +462,7 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantSettings, max_concurr
 /// The `tls` key alone, to compare what is written with what is asked for.
 #[derive(serde::Deserialize)]
 struct TlsKey {
-    tls: crate::tls::TlsSetting,
+    tls: crate::config::TlsSetting,
 }
 
 /// A tenant's encoding list as written: `["zstd", "br"]`.

@@ -23,6 +23,7 @@ pub(crate) mod error;
 pub(crate) mod fastcgi;
 pub(crate) mod server;
 pub(crate) mod tenant;
+pub(crate) mod tls;
 pub(crate) mod units;
 pub(crate) mod upstreams;
 
@@ -44,6 +45,7 @@ pub use tenant::{
     displayed_param_value, is_secret_param, private_root_for, validate_param, HostPattern,
     TenantConfig, TenantSettings,
 };
+pub use tls::{AcmeChallenge, AcmeConfig, TlsConfig, TlsSetting};
 pub use upstreams::{UpstreamConfig, UpstreamHealth, UpstreamServer};
 
 use error::{keys, KeySegment};
@@ -86,7 +88,7 @@ pub struct Config {
     /// `[tenants.NAME]`, by name.
     pub tenants: BTreeMap<String, TenantConfig>,
     /// `[tls]` and `[defaults] tls`.
-    pub tls: crate::tls::TlsConfig,
+    pub tls: TlsConfig,
 }
 
 impl Config {
@@ -150,7 +152,7 @@ struct RawConfig {
     #[serde(default)]
     tenants: BTreeMap<String, TenantSettings>,
     #[serde(default)]
-    tls: crate::tls::config::RawTls,
+    tls: tls::RawTls,
 }
 
 #[derive(Default, Deserialize)]
@@ -243,8 +245,7 @@ impl Config {
                 }
             }
         }
-        let tls =
-            crate::tls::config::validate(raw.tls, raw.defaults.tls, &server, &tenants, base_dir)?;
+        let tls = tls::validate(raw.tls, raw.defaults.tls, &server, &tenants, base_dir)?;
 
         let usage = UsageConfig {
             database: raw.usage.database.map(|db| base_dir.join(db)),

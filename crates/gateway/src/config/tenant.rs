@@ -54,9 +54,9 @@ pub struct TenantSettings {
     #[serde(default)]
     pub request_buffering: Option<bool>,
     /// How the tenant's hosts get a certificate; `[defaults] tls` (or the built-in
-    /// default, see [`crate::tls::TlsConfig::setting_for`]) when `None`.
+    /// default, see [`crate::config::TlsConfig::setting_for`]) when `None`.
     #[serde(default)]
-    pub tls: Option<crate::tls::TlsSetting>,
+    pub tls: Option<crate::config::TlsSetting>,
     /// Encodings offered to this tenant's clients, most preferred first (empty: no
     /// compression); `[defaults] compression`, then `[server] compression` when `None`.
     #[serde(default)]
@@ -96,7 +96,7 @@ pub struct TenantConfig {
     /// (`true`), or streamed as it arrives (`false`); `None` follows `[defaults]`.
     pub request_buffering: Option<bool>,
     /// How the tenant's hosts get a certificate; `None` follows `[defaults] tls`.
-    pub tls: Option<crate::tls::TlsSetting>,
+    pub tls: Option<crate::config::TlsSetting>,
     /// This tenant's own encoding list (each encoding once); `None`: the default's.
     pub compression: Option<Vec<Encoding>>,
     /// The directory of this tenant's private files as written (absolute, `{tenant}`
@@ -489,7 +489,7 @@ pub(crate) struct RawDefaults {
     pub(crate) request_buffering: Option<bool>,
     /// `[defaults] tls`.
     #[serde(default)]
-    pub(crate) tls: Option<crate::tls::TlsSetting>,
+    pub(crate) tls: Option<crate::config::TlsSetting>,
     /// `[defaults] compression`: the encoding list of tenants that set none.
     #[serde(default)]
     pub(crate) compression: Option<Vec<Encoding>>,

@@ -36,7 +36,7 @@ pub struct TenantView<'a> {
     pub params: BTreeMap<&'a str, &'a str>,
     /// Its own `tls` setting, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<&'a crate::tls::TlsSetting>,
+    pub tls: Option<&'a crate::config::TlsSetting>,
     /// Automatic certificates by host (`GET /tenants/{name}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificates: Option<BTreeMap<String, crate::tls::HostCertStatus>>,

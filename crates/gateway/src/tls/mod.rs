@@ -1,24 +1,16 @@
-//! HTTPS: TLS listeners (rustls), certificates chosen by SNI from the tenant registry, and
-//! automatic certificates from an ACME CA.
+//! The certificate store: the certificates in service (operator files and automatic ones),
+//! the ACME challenge answers and the TLS counters. A leaf: it knows nothing of tenants,
+//! snapshots or listeners, so the shared state can hold it.
 //!
-//! # Layout
-//! - [`config`]: the `[tls]` table and the tenants' `tls` key.
 //! - [`certs`]: PEM files in and out, certificate lifetimes, files reloaded on change.
-//! - [`sni`]: which certificate a ClientHello gets (or none: unknown names are refused).
-//! - [`listener`]: the TLS accept path (handshake, ALPN h2/http1.1, 421 on a Host of
-//!   another tenant, HSTS) and what plain HTTP answers for TLS (redirects, HTTP-01).
-//! - [`acme_client`]: the HTTP client of the ACME account (counts `badNonce` retries).
-//! - [`acme`]: ordering and renewing certificates, driven by snapshot swaps.
 //!
 //! The [`TlsRuntime`] lives in the shared state beside the snapshot: certificates change
-//! without a reload, and a reload never drops them.
+//! without a reload, and a reload never drops them. Who uses it: `crate::https::sni`
+//! (which certificate a ClientHello gets), `crate::acme` (ordering and renewing),
+//! `crate::server::tls` (the TLS accept path); the `[tls]` settings are in
+//! `crate::config::tls`.
 
-pub mod acme;
-pub mod acme_client;
 pub mod certs;
-pub mod config;
-pub mod listener;
-pub mod sni;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -29,17 +21,6 @@ use rustls::sign::CertifiedKey;
 use serde::Serialize;
 
 pub use certs::LoadedCert;
-pub use config::{AcmeChallenge, AcmeConfig, TlsConfig, TlsSetting};
-
-/// What the TLS session of a connection negotiated, for the CGI params.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TlsSession {
-    /// `SSL_PROTOCOL`, as nginx names it: `TLSv1.3`, `TLSv1.2`.
-    pub protocol: &'static str,
-    /// `SSL_CIPHER`, as OpenSSL (and so nginx) names it: `TLS_AES_128_GCM_SHA256`,
-    /// `ECDHE-RSA-AES128-GCM-SHA256`.
-    pub cipher: &'static str,
-}
 
 /// Where one host's automatic certificate stands, for the admin API and `/metrics`.
 #[derive(Debug, Clone, Serialize)]
@@ -281,6 +262,32 @@ impl TlsRuntime {
     /// Publishes the TLS-ALPN-01 certificate for `host`'s pending order.
     pub(crate) fn set_alpn01(&self, host: &str, cert: Arc<CertifiedKey>) {
         lock(&self.alpn01).insert(host.to_owned(), cert);
+    }
+
+    /// Counts an ACME order placed.
+    pub(crate) fn count_order(&self) {
+        self.orders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an ACME order that failed.
+    pub(crate) fn count_order_failure(&self) {
+        self.order_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a `badNonce` answer from the CA.
+    pub(crate) fn count_bad_nonce(&self) {
+        self.bad_nonces.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Wakes on every snapshot swap (the ACME manager watches it).
+    pub(crate) fn subscribe_swaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.swaps.subscribe()
+    }
+
+    /// Wakes whenever an automatic certificate is installed (handshakes waiting for a
+    /// host still being issued watch it).
+    pub(crate) fn subscribe_installed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// Withdraws `host`'s challenge answers once its order is over.

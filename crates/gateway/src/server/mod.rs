@@ -2,6 +2,10 @@
 //! cleartext HTTP/2), header limits, the connection bound, header and keep-alive timeouts
 //! ([`crate::connection`]), and a graceful shutdown that stops accepting and lets
 //! in-flight requests finish.
+//!
+//! - [`tls`]: the TLS accept path in front of the same connection serving.
+
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,7 +72,7 @@ impl Default for ServerLimits {
 /// then waits (up to the grace period) for open connections to finish their requests.
 pub async fn serve(
     listeners: Vec<TcpListener>,
-    tls: Option<crate::tls::listener::TlsListeners>,
+    tls: Option<tls::TlsListeners>,
     service: GatewayService,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,

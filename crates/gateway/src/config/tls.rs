@@ -247,7 +247,7 @@ pub(crate) fn validate(
                 }
             }
             TlsSetting::Files { cert, key } => {
-                super::certs::load_pair(&base_dir.join(cert), &base_dir.join(key)).map_err(
+                crate::tls::certs::load_pair(&base_dir.join(cert), &base_dir.join(key)).map_err(
                     |err| {
                         ConfigError::invalid("tls", err.to_string())
                             .for_tenant(name)

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,8 +16,8 @@ use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use super::certs::CertError;
-use super::TlsRuntime;
+use crate::tls::certs::CertError;
+use crate::tls::TlsRuntime;
 
 type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 
@@ -104,7 +103,7 @@ impl HttpClient for CountingClient {
                 .await
                 .map_err(instant_acme::Error::Other)?;
             if body.windows(BAD_NONCE.len()).any(|w| w == BAD_NONCE) {
-                runtime.bad_nonces.fetch_add(1, Ordering::Relaxed);
+                runtime.count_bad_nonce();
             }
             Ok(BytesResponse {
                 parts: response.parts,

@@ -21,12 +21,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::sni::{self, AlpnChallengeResolver, Choice, SniResolver};
-use super::TlsSession;
 use crate::body::GatewayBody;
 use crate::connection::ConnectionPermit;
 use crate::error::{ErrorKind, GatewayError};
-use crate::peer::ConnInfo;
+use crate::https::sni::{self, AlpnChallengeResolver, Choice, SniResolver};
+use crate::peer::{ConnInfo, TlsSession};
 use crate::server::{ClientIo, Connections, Respond, ResponseFuture};
 use crate::service::GatewayService;
 use crate::snapshot::{SharedState, Snapshot};
@@ -203,7 +202,7 @@ async fn handshake(
         return Ok(None);
     }
     let runtime = &shared.state.tls;
-    let mut installed = runtime.installed.subscribe();
+    let mut installed = runtime.subscribe_installed();
     let deadline = tokio::time::Instant::now() + PENDING_WAIT;
     let tenant = loop {
         match sni::choose(runtime, &shared.state.load(), sni.as_deref()) {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use super::config::TlsSetting;
-use super::TlsRuntime;
+use crate::config::TlsSetting;
 use crate::snapshot::{SharedState, Snapshot};
+use crate::tls::TlsRuntime;
 
 /// The outcome of looking up a server name.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ pub fn choose(runtime: &TlsRuntime, snapshot: &Snapshot, sni: Option<&str>) -> C
     let Some(tenant_config) = config.tenants.get(&*tenant.name) else {
         return Choice::Unknown;
     };
-    let found = |loaded: super::LoadedCert| Choice::Cert {
+    let found = |loaded: crate::tls::LoadedCert| Choice::Cert {
         key: loaded.key,
         tenant: tenant.name.clone(),
     };

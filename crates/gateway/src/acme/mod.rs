@@ -15,6 +15,8 @@
 //! read back at start, so a restart orders nothing. A host that leaves the list is dropped:
 //! its certificate is no longer served nor renewed (its files stay, for a return).
 
+pub mod client;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,10 +30,10 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::certs::{self, now_secs, CertError, LoadedCert};
-use super::config::{AcmeChallenge, AcmeConfig, TlsSetting};
-use super::TlsRuntime;
+use crate::config::{AcmeChallenge, AcmeConfig, TlsSetting};
 use crate::snapshot::{SharedState, Snapshot};
+use crate::tls::certs::{self, now_secs, CertError, LoadedCert};
+use crate::tls::TlsRuntime;
 
 /// Orders allowed per [`ORDER_WINDOW`], all hosts together: a broken DNS name or a mass
 /// import cannot burn the CA's limits (Let's Encrypt: 300 new orders per 3 h).
@@ -76,7 +78,7 @@ pub enum AcmeError {
     },
     /// The HTTP client for the CA could not be set up.
     #[error(transparent)]
-    Client(#[from] super::acme_client::ClientError),
+    Client(#[from] client::ClientError),
     /// The order took longer than allowed.
     #[error("the order did not finish within {0:?}")]
     Timeout(Duration),
@@ -151,7 +153,7 @@ struct Finished {
 /// Runs the manager until `stop`.
 pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationToken) {
     let runtime = &state.tls;
-    let mut swaps = runtime.swaps.subscribe();
+    let mut swaps = runtime.subscribe_swaps();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let (ari_tx, mut ari_rx) = mpsc::unbounded_channel::<AriAnswer>();
     let ari_slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ORDERS));
@@ -304,9 +306,7 @@ pub async fn run(state: Arc<SharedState>, stop: tokio_util::sync::CancellationTo
                 };
                 let acct = acct.clone();
                 recent_orders.push_back(tokio::time::Instant::now());
-                runtime
-                    .orders
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                runtime.count_order();
                 runtime.update_status(host, tenant, |s| {
                     if current.is_some() {
                         s.state = "renewing";
@@ -415,9 +415,7 @@ fn finish(runtime: &TlsRuntime, hosts: &mut HashMap<String, HostState>, finished
             });
         }
         Err(err) => {
-            runtime
-                .order_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            runtime.count_order_failure();
             host_state.failures += 1;
             let delay = backoff(host_state.failures);
             host_state.retry_at = now_secs() + delay.as_secs() as i64;
@@ -488,8 +486,7 @@ async fn load_or_create_account(
 ) -> Result<Account, AcmeError> {
     let path = state_dir.join("account.json");
     let builder = || -> Result<_, AcmeError> {
-        let client =
-            super::acme_client::CountingClient::new(acme.ca_root.as_deref(), runtime.clone())?;
+        let client = client::CountingClient::new(acme.ca_root.as_deref(), runtime.clone())?;
         Ok(Account::builder_with_http(Box::new(client)))
     };
     match std::fs::read(&path) {
