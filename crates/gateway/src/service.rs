@@ -104,7 +104,8 @@ where
     B::Error: Into<BoxError> + std::fmt::Display + Send,
 {
     let snapshot = state.load();
-    if let Some(answer) = crate::server::tls::plain_http_answer(&state, &snapshot, &req, conn) {
+    if let Some(answer) = crate::https::plain_http::plain_http_answer(&state, &snapshot, &req, conn)
+    {
         return answer;
     }
     let head = req.method() == Method::HEAD;
