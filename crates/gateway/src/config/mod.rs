@@ -18,6 +18,7 @@
 //! types [`Config`] holds, once: nothing downstream checks them again. Only when it fails
 //! is the text parsed again (with `toml_edit`, which keeps positions) to say where.
 
+pub(crate) mod cgi_variables;
 pub(crate) mod edit;
 pub(crate) mod error;
 pub(crate) mod fastcgi;

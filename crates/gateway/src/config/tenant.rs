@@ -19,8 +19,8 @@ use crate::compression::Encoding;
 /// CGI variables the gateway derives from each request. A tenant param with one of these
 /// names would silently replace the request's own value (tenant params are sent last and
 /// PHP-FPM keeps the last value), so such names are rejected at load time. The list is
-/// the one the CGI mapping inserts from (`cgi::params::CGI_VARIABLES`).
-pub const RESERVED_PARAM_NAMES: &[&str] = crate::cgi::params::CGI_VARIABLES;
+/// the one the CGI mapping inserts from ([`super::cgi_variables::CGI_VARIABLES`]).
+pub const RESERVED_PARAM_NAMES: &[&str] = super::cgi_variables::CGI_VARIABLES;
 
 /// One tenant's settings as written: a `[tenants.NAME]` table, the admin API's `PUT`
 /// body, or the CLI's `tenants add` arguments. Nothing is checked yet:
