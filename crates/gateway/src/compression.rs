@@ -18,10 +18,8 @@ use std::io::{self, Write};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
-
-use crate::body::GatewayBody;
 
 /// gzip level (flate2's scale 0-9).
 pub const GZIP_LEVEL: u32 = 5;
@@ -434,9 +432,9 @@ impl Encoder {
 #[derive(Debug, Clone, Default)]
 pub struct ClientEncodings {
     /// The request's `Accept-Encoding`.
-    accept: Option<HeaderValue>,
+    pub(crate) accept: Option<HeaderValue>,
     /// Whether the request has a `Range`.
-    range: bool,
+    pub(crate) range: bool,
 }
 
 impl ClientEncodings {
@@ -456,55 +454,6 @@ pub struct Policy<'a> {
     pub offered: &'a [Encoding],
     /// Smallest `Content-Length` worth compressing.
     pub min_bytes: u64,
-}
-
-/// Compresses `response` when the client and the answer allow it, adding `Vary` to every
-/// answer that could have been compressed. `bodiless` answers (HEAD) get the headers
-/// the GET would have, and no body to encode.
-pub(crate) fn apply(
-    response: Response<GatewayBody>,
-    client: &ClientEncodings,
-    policy: Policy<'_>,
-    bodiless: bool,
-) -> Response<GatewayBody> {
-    if policy.offered.is_empty() {
-        return response;
-    }
-    let chosen = negotiate(client.accept.as_ref(), policy.offered);
-    let (mut parts, body) = response.into_parts();
-    match judge(
-        parts.status,
-        &parts.headers,
-        client.range,
-        chosen.is_some(),
-        policy.min_bytes,
-    ) {
-        Verdict::Never => Response::from_parts(parts, body),
-        Verdict::VaryOnly => {
-            add_vary(&mut parts.headers);
-            Response::from_parts(parts, body)
-        }
-        Verdict::Compress => {
-            let Some(encoding) = chosen else {
-                return Response::from_parts(parts, body);
-            };
-            if bodiless {
-                encode_headers(&mut parts.headers, encoding);
-                return Response::from_parts(parts, body);
-            }
-            match Encoder::new(encoding) {
-                Ok(encoder) => {
-                    encode_headers(&mut parts.headers, encoding);
-                    Response::from_parts(parts, body.compressed(encoder))
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, encoding = encoding.as_str(), "cannot start an encoder; sending the body as it is");
-                    add_vary(&mut parts.headers);
-                    Response::from_parts(parts, body)
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

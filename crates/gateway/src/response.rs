@@ -12,7 +12,9 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::access::RequestRecord;
 use crate::body::GatewayBody;
-use crate::compression::{self, ClientEncodings, Policy};
+use crate::compression::{
+    add_vary, encode_headers, judge, negotiate, ClientEncodings, Encoder, Policy, Verdict,
+};
 
 /// Headers that describe one hop and never pass through a gateway.
 const HOP_BY_HOP: [HeaderName; 5] = [
@@ -73,7 +75,7 @@ pub(crate) fn finish(
         record.upstream = Some(server);
     }
     let bodiless = is_bodiless(head, response.status());
-    let response = compression::apply(response, client, policy, bodiless);
+    let response = compress(response, client, policy, bodiless);
     let (parts, body) = response.into_parts();
     let content_length = parts
         .headers
@@ -81,6 +83,55 @@ pub(crate) fn finish(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     Response::from_parts(parts, body.with_record(record, content_length, bodiless))
+}
+
+/// Compresses `response` when the client and the answer allow it, adding `Vary` to every
+/// answer that could have been compressed. `bodiless` answers (HEAD) get the headers
+/// the GET would have, and no body to encode.
+fn compress(
+    response: Response<GatewayBody>,
+    client: &ClientEncodings,
+    policy: Policy<'_>,
+    bodiless: bool,
+) -> Response<GatewayBody> {
+    if policy.offered.is_empty() {
+        return response;
+    }
+    let chosen = negotiate(client.accept.as_ref(), policy.offered);
+    let (mut parts, body) = response.into_parts();
+    match judge(
+        parts.status,
+        &parts.headers,
+        client.range,
+        chosen.is_some(),
+        policy.min_bytes,
+    ) {
+        Verdict::Never => Response::from_parts(parts, body),
+        Verdict::VaryOnly => {
+            add_vary(&mut parts.headers);
+            Response::from_parts(parts, body)
+        }
+        Verdict::Compress => {
+            let Some(encoding) = chosen else {
+                return Response::from_parts(parts, body);
+            };
+            if bodiless {
+                encode_headers(&mut parts.headers, encoding);
+                return Response::from_parts(parts, body);
+            }
+            match Encoder::new(encoding) {
+                Ok(encoder) => {
+                    encode_headers(&mut parts.headers, encoding);
+                    Response::from_parts(parts, body.compressed(encoder))
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, encoding = encoding.as_str(), "cannot start an encoder; sending the body as it is");
+                    add_vary(&mut parts.headers);
+                    Response::from_parts(parts, body)
+                }
+            }
+        }
+    }
 }
 
 /// Whether the client gets no body whatever the answer holds: a HEAD, or a status that
