@@ -1,6 +1,6 @@
 //! `tenants suspend|resume NAME` and `POST /tenants/{name}/suspend|resume`.
 
-use crate::config::ConfigDocument;
+use crate::config::{ConfigDocument, EditError};
 
 use super::TenantOpError;
 
@@ -11,5 +11,8 @@ pub fn set_enabled(
     name: &str,
     enabled: bool,
 ) -> Result<bool, TenantOpError> {
-    Ok(doc.set_enabled(name, enabled)?)
+    doc.set_enabled(name, enabled).map_err(|err| match err {
+        EditError::UnknownTenant { path, tenant } => TenantOpError::UnknownTenant { path, tenant },
+        err => TenantOpError::Edit(err),
+    })
 }
