@@ -150,3 +150,67 @@ fn forwarded_https(headers: &HeaderMap) -> Option<bool> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(remote: &str, tls: bool) -> ConnInfo {
+        ConnInfo {
+            remote: remote.parse().unwrap(),
+            local: "[::ffff:10.0.0.5]:8080".parse().unwrap(),
+            tls,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (http::HeaderName::from_static(name), value.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn without_a_trusted_proxy_the_connection_is_the_client() {
+        let forged = headers(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer = Peer::resolve(
+            &conn("192.0.2.10:51000", true),
+            &forged,
+            "a.example",
+            &trusted,
+        );
+        assert_eq!(
+            peer,
+            Peer {
+                client: "192.0.2.10".parse().unwrap(),
+                client_port: 51000,
+                server: "10.0.0.5".parse().unwrap(),
+                server_port: 8080,
+                https: true,
+            }
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_the_scheme_once() {
+        let forwarded = headers(&[
+            ("x-forwarded-for", "198.51.100.1, 203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer = Peer::resolve(
+            &conn("10.0.0.2:40000", false),
+            &forwarded,
+            "a.example",
+            &trusted,
+        );
+        assert_eq!(peer.client, "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(peer.client_port, 40000);
+        assert!(peer.https);
+        assert_eq!(peer.server_port, 443);
+    }
+}
