@@ -155,12 +155,16 @@ fn forwarded_https(headers: &HeaderMap) -> Option<bool> {
 mod tests {
     use super::*;
 
-    fn conn(remote: &str, tls: bool) -> ConnInfo {
-        ConnInfo {
+    /// The peer resolved for a connection from `remote` (to `10.0.0.5:8080`, mapped to
+    /// IPv6) with these headers, `10.0.0.0/8` trusted.
+    fn resolve(remote: &str, tls: bool, pairs: &[(&'static str, &'static str)]) -> Peer {
+        let conn = ConnInfo {
             remote: remote.parse().unwrap(),
             local: "[::ffff:10.0.0.5]:8080".parse().unwrap(),
             tls,
-        }
+        };
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        Peer::resolve(&conn, &headers(pairs), "a.example", &trusted)
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -172,17 +176,11 @@ mod tests {
 
     #[test]
     fn without_a_trusted_proxy_the_connection_is_the_client() {
-        let forged = headers(&[
+        let forged = [
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-proto", "http"),
-        ]);
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let peer = Peer::resolve(
-            &conn("192.0.2.10:51000", true),
-            &forged,
-            "a.example",
-            &trusted,
-        );
+        ];
+        let peer = resolve("192.0.2.10:51000", true, &forged);
         assert_eq!(
             peer,
             Peer {
@@ -197,17 +195,11 @@ mod tests {
 
     #[test]
     fn a_trusted_proxy_names_the_client_and_the_scheme_once() {
-        let forwarded = headers(&[
+        let forwarded = [
             ("x-forwarded-for", "198.51.100.1, 203.0.113.7"),
             ("x-forwarded-proto", "https"),
-        ]);
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let peer = Peer::resolve(
-            &conn("10.0.0.2:40000", false),
-            &forwarded,
-            "a.example",
-            &trusted,
-        );
+        ];
+        let peer = resolve("10.0.0.2:40000", false, &forwarded);
         assert_eq!(peer.client, "203.0.113.7".parse::<IpAddr>().unwrap());
         assert_eq!(peer.client_port, 40000);
         assert!(peer.https);
