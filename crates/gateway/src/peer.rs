@@ -162,6 +162,7 @@ mod tests {
             remote: remote.parse().unwrap(),
             local: "[::ffff:10.0.0.5]:8080".parse().unwrap(),
             tls,
+            tls_session: None,
         };
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         Peer::resolve(&conn, &headers(pairs), "a.example", &trusted)
@@ -189,6 +190,7 @@ mod tests {
                 server: "10.0.0.5".parse().unwrap(),
                 server_port: 8080,
                 https: true,
+                tls_session: None,
             }
         );
     }
