@@ -82,6 +82,7 @@ pub(crate) async fn intercept(
         return Ok(response);
     }
     let (mut php, body) = response.into_parts();
+    crate::response::keep_answered_by(&mut php.extensions, record);
     body.release_upstream(record);
     let accel = php.headers.remove(ACCEL_REDIRECT);
     let sendfile = php.headers.remove(SENDFILE);
