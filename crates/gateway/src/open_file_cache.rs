@@ -5,9 +5,10 @@
 //! that does not exist is remembered too, so a request that looks for a precompressed
 //! sidecar costs no system call while the answer is fresh.
 //!
-//! Small files (up to [`SMALL_FILE`]) are read once and kept in memory: their answer is
-//! then one `writev` of head and body. Larger ones are mapped on first use for
-//! `sendfile(2)` ([`crate::sendfile`]) and read with `pread` where that cannot be used.
+//! Small files (up to [`SMALL_FILE`]) are read once and kept in memory, without a
+//! descriptor: their answer is then one `writev` of head and body. Larger ones keep their
+//! descriptor (so at most [`MAX_ENTRIES`] are held) and are mapped on first use for
+//! `sendfile(2)` ([`crate::sendfile`]), and read with `pread` where that cannot be used.
 //!
 //! The system calls here are made on the runtime's thread, as nginx makes them on its
 //! worker's: a `stat`/`open` of a file being served is a page-cache hit, and the cache
@@ -35,7 +36,9 @@ pub(crate) const SMALL_FILE: u64 = 32 * 1024;
 /// One open regular file and what its answers need.
 #[derive(Debug)]
 pub(crate) struct OpenFile {
-    file: Arc<File>,
+    /// `None` for a small file: its content is all that is needed, and no descriptor is
+    /// held for it.
+    file: Option<Arc<File>>,
     len: u64,
     /// Seconds since the epoch of the modification time (`Last-Modified`'s precision).
     modified_secs: u64,
@@ -95,7 +98,7 @@ impl OpenFile {
         let etag_core = format!("{modified_secs:x}-{len:x}");
         let mime = mime_guess::from_path(named).first_or_octet_stream();
         Ok(Some(OpenFile {
-            file: Arc::new(file),
+            file: small.is_none().then(|| Arc::new(file)),
             len: small.as_ref().map_or(len, |s| s.len() as u64),
             modified_secs,
             // Quotes, hex digits and a dash; a date; a MIME type: always valid values.
@@ -142,9 +145,9 @@ impl OpenFile {
         &self.content_type
     }
 
-    /// The descriptor, for reads.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// The descriptor, for reads; `None` for a small file (see [`OpenFile::small`]).
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.file.as_deref()
     }
 
     /// The whole content, when the file is small enough to be kept in memory.
@@ -155,8 +158,9 @@ impl OpenFile {
     /// The whole file mapped for `sendfile(2)`, mapped on first use; `None` when it
     /// cannot be (then it is read).
     pub(crate) fn mapped(&self) -> Option<&Bytes> {
+        let file = self.file.as_ref()?;
         self.mapped
-            .get_or_init(|| match crate::sendfile::map(&self.file, self.len) {
+            .get_or_init(|| match crate::sendfile::map(file, self.len) {
                 Ok(mapped) => Some(mapped),
                 Err(err) => {
                     tracing::debug!(error = %err, "cannot map a file; reading it instead");
