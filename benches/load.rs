@@ -11,7 +11,9 @@
 //! `--rounds N` (measured runs per server at 32 connections, median by req/s; default 3),
 //! `--duration SECS` (per run; default 10), `--only c32,c1000,memory,fairness,compressed`
 //! (compressed: a 100 KB page with `Accept-Encoding: gzip`, gateway vs nginx at gzip
-//! level 5: CPU per request and bytes on the wire).
+//! level 5: CPU per request and bytes on the wire; static: 4 KB, 300 KB and 20 MB files,
+//! gateway vs nginx with `sendfile on; tcp_nopush on`; upstreams: `hello.php` through an
+//! upstream of two PHP-FPM servers of 2 workers each, gateway and nginx).
 //! `GATEWAY_BIN` picks a gateway binary; otherwise `cargo build --release -p gateway` runs
 //! first. It installs nothing: it needs wrk and php-fpm, and skips nginx or Caddy rows when
 //! they are missing (`apt-get install wrk nginx-light caddy`, or
@@ -182,6 +184,48 @@ fn main() {
             ));
         }
     }
+    if options.wants("static") {
+        let root = static_root();
+        for (size, name) in STATIC_FILES {
+            let mut kinds = vec![Kind::Gateway];
+            if tools.nginx {
+                kinds.push(Kind::NginxSendfile);
+            }
+            for kind in kinds {
+                eprintln!("load: {} on a {size} file", kind.label());
+                let server = Server::start_static(kind, &gateway_bin, root.path(), name);
+                let mut row = measure_started(&server, name, &options, options.rounds);
+                row.id = format!(
+                    "{}_{}",
+                    row.id,
+                    name.trim_start_matches('/').replace('.', "_")
+                );
+                row.label = format!("{}, {size} file", row.label);
+                results.statics.push((size.to_owned(), row));
+            }
+        }
+    }
+    if options.wants("upstreams") {
+        let mut kinds = vec![Kind::Gateway, Kind::GatewayTwoServers];
+        if tools.nginx {
+            kinds.extend([Kind::NginxKeepalive, Kind::NginxTwoServers]);
+        }
+        for kind in kinds {
+            eprintln!("load: {} at 32 connections", kind.label());
+            let server = match kind {
+                Kind::GatewayTwoServers | Kind::NginxTwoServers => {
+                    Server::start_two_servers(kind, &gateway_bin)
+                }
+                _ => Server::start(kind, &gateway_bin),
+            };
+            results.upstreams.push(measure_started(
+                &server,
+                "/hello.php",
+                &options,
+                options.rounds,
+            ));
+        }
+    }
     if options.wants("compressed") {
         let mut compressed = vec![Kind::GatewayGzip];
         if tools.nginx {
@@ -230,6 +274,74 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
+}
+
+/// The static rows' files: (label, path under the root).
+const STATIC_FILES: [(&str, &str); 3] = [
+    ("4 KB", "/4k.bin"),
+    ("300 KB", "/300k.bin"),
+    ("20 MB", "/20m.bin"),
+];
+
+/// A document root with the static rows' files (random bytes: nothing compresses them).
+fn static_root() -> tempfile::TempDir {
+    let root = tempfile::Builder::new()
+        .prefix("load-static-")
+        .tempdir()
+        .expect("cannot create the static root");
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for (size, name) in [
+        (4096, "4k.bin"),
+        (300 * 1024, "300k.bin"),
+        (20 << 20, "20m.bin"),
+    ] {
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(root.path().join(name), bytes).expect("cannot write a static file");
+    }
+    // The servers' start check asks for hello.php.
+    std::fs::copy(
+        fpm_harness::fixtures_dir().join("hello.php"),
+        root.path().join("hello.php"),
+    )
+    .expect("cannot copy hello.php");
+    root
+}
+
+/// Warms `server` up on `path` and measures `rounds` runs of wrk at 32 connections;
+/// returns the run with the median req/s.
+fn measure_started(server: &Server, path: &str, options: &Options, rounds: usize) -> Row {
+    let run = WrkRun {
+        url: server.url(path),
+        host: "bench.test".to_owned(),
+        connections: 32,
+        duration: options.duration,
+        timeout: CLIENT_TIMEOUT,
+        headers: Vec::new(),
+    };
+    WrkRun {
+        duration: options.warmup,
+        ..run.clone()
+    }
+    .run();
+    let mut rows: Vec<Row> = (0..rounds)
+        .map(|_| {
+            let row = measure_once(server, &run);
+            eprintln!(
+                "load:   {:.0} req/s, p99 {:.2} ms, {:.1} µs CPU/req, peak RSS {:.1} MiB",
+                row.rps, row.p99_ms, row.cpu_us_per_req, row.peak_rss_mib
+            );
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    rows.swap_remove(rows.len() / 2)
 }
 
 /// Starts `kind`, warms it up, and measures `rounds` runs of wrk at `connections`;

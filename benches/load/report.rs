@@ -179,6 +179,10 @@ pub struct Results {
     pub fairness: Vec<Fairness>,
     /// A gzip-compressed 100 KB page, per server.
     pub compressed: Vec<Row>,
+    /// Static files: (size label, row), gateway then nginx for each size.
+    pub statics: Vec<(String, Row)>,
+    /// `hello.php` through one PHP-FPM server and through two, per server.
+    pub upstreams: Vec<Row>,
     /// 1-minute load average when done.
     pub load_at_end: f64,
 }
@@ -203,6 +207,8 @@ impl Results {
             memory: None,
             fairness: Vec::new(),
             compressed: Vec::new(),
+            statics: Vec::new(),
+            upstreams: Vec::new(),
             load_at_end: f64::NAN,
         }
     }
@@ -437,6 +443,34 @@ impl Results {
             }
             let _ = writeln!(out);
         }
+        if !self.statics.is_empty() {
+            self.statics_markdown(&mut out);
+        }
+        if !self.upstreams.is_empty() {
+            let _ = writeln!(
+                out,
+                "## One upstream server (4 workers) vs two (2 workers each), `hello.php`, 32 connections\n"
+            );
+            let _ = writeln!(
+                out,
+                "| server | req/s | p99 ms | CPU µs/req (kernel) | peak RSS MiB | failed |"
+            );
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+            for row in &self.upstreams {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.0} | {:.2} | {:.1} ({:.1}) | {:.1} | {} |",
+                    row.label,
+                    row.rps,
+                    row.p99_ms,
+                    row.cpu_us_per_req,
+                    row.sys_cpu_us_per_req,
+                    row.peak_rss_mib,
+                    row.socket_errors + row.non_2xx
+                );
+            }
+            let _ = writeln!(out);
+        }
         if !self.fairness.is_empty() {
             let _ = writeln!(
                 out,
@@ -578,8 +612,68 @@ impl Results {
                 "bytes_per_answer": num(r.wrk.bytes_read / r.requests.max(1) as f64),
                 "p99_ms": num(r.p99_ms),
             })).collect::<Vec<_>>(),
+            "static": self.statics.iter().map(|(size, r)| json!({
+                "size": size,
+                "id": r.id,
+                "label": r.label,
+                "rps": num(r.rps),
+                "cpu_us_per_req": num(r.cpu_us_per_req),
+                "sys_cpu_us_per_req": num(r.sys_cpu_us_per_req),
+                "peak_rss_mib": num(r.peak_rss_mib),
+                "p99_ms": num(r.p99_ms),
+                "failed": r.socket_errors + r.non_2xx,
+            })).collect::<Vec<_>>(),
+            "upstreams": self.upstreams.iter().map(|r| json!({
+                "id": r.id,
+                "label": r.label,
+                "rps": num(r.rps),
+                "cpu_us_per_req": num(r.cpu_us_per_req),
+                "p99_ms": num(r.p99_ms),
+                "failed": r.socket_errors + r.non_2xx,
+            })).collect::<Vec<_>>(),
             "targets": targets,
         })
+    }
+
+    /// The static-file table: each size's gateway row against nginx's in the same run
+    /// (the targets: ≥ 1.0x nginx's req/s, ≤ 1.2x its CPU per request).
+    fn statics_markdown(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "## Static files, 32 connections (nginx: `sendfile on; tcp_nopush on`)\n"
+        );
+        let _ = writeln!(
+            out,
+            "| file | server | req/s | ÷ nginx | CPU µs/req (kernel) | ÷ nginx | peak RSS MiB | p99 ms | failed |"
+        );
+        let _ = writeln!(
+            out,
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for (size, row) in &self.statics {
+            let nginx = self
+                .statics
+                .iter()
+                .find(|(s, r)| s == size && r.id.starts_with("nginx"))
+                .map(|(_, r)| r);
+            let ratio = |ours: f64, theirs: Option<f64>| {
+                theirs.map_or_else(|| "–".to_owned(), |t| format!("{:.2}", ours / t))
+            };
+            let _ = writeln!(
+                out,
+                "| {size} | {} | {:.0} | {} | {:.1} ({:.1}) | {} | {:.1} | {:.2} | {} |",
+                row.label,
+                row.rps,
+                ratio(row.rps, nginx.map(|n| n.rps)),
+                row.cpu_us_per_req,
+                row.sys_cpu_us_per_req,
+                ratio(row.cpu_us_per_req, nginx.map(|n| n.cpu_us_per_req)),
+                row.peak_rss_mib,
+                row.p99_ms,
+                row.socket_errors + row.non_2xx
+            );
+        }
+        let _ = writeln!(out);
     }
 
     /// One SVG latency chart per scenario measured, into `dir`.

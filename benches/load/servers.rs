@@ -43,6 +43,13 @@ pub enum Kind {
     GatewayGzip,
     /// nginx keepalive with `gzip on; gzip_comp_level 5`, the same level.
     NginxGzip,
+    /// nginx with `sendfile on; tcp_nopush on`, as production configs have it (static
+    /// file rows).
+    NginxSendfile,
+    /// The gateway with one upstream of two PHP-FPM servers, half the workers each.
+    GatewayTwoServers,
+    /// nginx keepalive with an `upstream` of the same two servers.
+    NginxTwoServers,
 }
 
 impl Kind {
@@ -58,6 +65,9 @@ impl Kind {
             Kind::Caddy => "caddy",
             Kind::GatewayGzip => "gateway, gzip 5",
             Kind::NginxGzip => "nginx keepalive, gzip 5",
+            Kind::NginxSendfile => "nginx, sendfile on",
+            Kind::GatewayTwoServers => "gateway, upstream of 2 servers × 2 workers",
+            Kind::NginxTwoServers => "nginx keepalive, upstream of 2 servers × 2 workers",
         }
     }
 
@@ -73,6 +83,9 @@ impl Kind {
             Kind::Caddy => "caddy",
             Kind::GatewayGzip => "gateway_gzip",
             Kind::NginxGzip => "nginx_gzip",
+            Kind::NginxSendfile => "nginx_sendfile",
+            Kind::GatewayTwoServers => "gateway_two_servers",
+            Kind::NginxTwoServers => "nginx_two_servers",
         }
     }
 }
@@ -89,6 +102,8 @@ pub struct Server {
     pub port: u16,
     /// Its own PHP-FPM pool.
     pub fpm: Fpm,
+    /// A second pool, for the two-server rows.
+    second_fpm: Option<Fpm>,
     process: Process,
     // Last: removed after the processes are gone.
     dir: TempDir,
@@ -133,7 +148,84 @@ impl Server {
                 let port = free_port();
                 (port, spawn_caddy(dir, port, upstream))
             }
+            Kind::NginxSendfile | Kind::GatewayTwoServers | Kind::NginxTwoServers => {
+                panic!("{kind:?} is started by its own constructor")
+            }
         });
+        server.check_hello("bench.test");
+        server
+    }
+
+    /// Starts `kind` (the gateway, or nginx with `sendfile on; tcp_nopush on`) serving
+    /// static files from `root`, and checks that `probe` answers 200.
+    pub fn start_static(kind: Kind, gateway_bin: &Path, root: &Path, probe: &str) -> Server {
+        let server = Self::launch(kind, |upstream, dir| match kind {
+            Kind::Gateway => {
+                let port = free_port();
+                let config = gateway_config(port, upstream, "", &default_tenants(false)).replace(
+                    &fixtures_dir().display().to_string(),
+                    &root.display().to_string(),
+                );
+                (port, spawn_gateway(gateway_bin, dir, &config, false))
+            }
+            Kind::NginxSendfile => {
+                let config = format!(
+                    "sendfile on;\ntcp_nopush on;\n{}",
+                    nginx_config(upstream, true)
+                )
+                .replace("{{FIXTURES}}", &root.display().to_string());
+                let nginx = Nginx::start(&config).expect("cannot start nginx");
+                (nginx.port(), Process::Nginx(nginx))
+            }
+            other => panic!("{other:?} does not serve the static rows"),
+        });
+        let (status, _) = http_get(server.port, "bench.test", probe)
+            .unwrap_or_else(|err| panic!("{}: GET {probe} failed: {err}", kind.label()));
+        assert_eq!(
+            status,
+            200,
+            "{}: GET {probe}\n{}",
+            kind.label(),
+            server.log_tail()
+        );
+        server
+    }
+
+    /// Starts `kind` in front of two PHP-FPM servers of half the workers each: the
+    /// gateway with an `[upstreams]` table of both, nginx with an `upstream` of both.
+    pub fn start_two_servers(kind: Kind, gateway_bin: &Path) -> Server {
+        let second =
+            Fpm::start(FpmConfig::new().workers(FPM_WORKERS / 2)).expect("cannot start php-fpm");
+        let second_address = second.address().to_upstream_string();
+        let half = FPM_WORKERS / 2;
+        let mut server = Self::launch_with(
+            kind,
+            FpmConfig::new().workers(half),
+            |upstream, dir| match kind {
+                Kind::GatewayTwoServers => {
+                    let port = free_port();
+                    let mut tenants = format!(
+                        "[upstreams.main]\nservers = [\n  \
+                         {{ address = \"{upstream}\", max_connections = {half} }},\n  \
+                         {{ address = \"{second_address}\", max_connections = {half} }},\n]\n\n\
+                         [defaults]\nupstream = \"main\"\n\n"
+                    );
+                    tenants.push_str(&default_tenants(false));
+                    let config = gateway_config(port, upstream, "", &tenants);
+                    (port, spawn_gateway(gateway_bin, dir, &config, false))
+                }
+                Kind::NginxTwoServers => {
+                    let config = nginx_config(upstream, true).replace(
+                        &format!("    server {upstream};\n"),
+                        &format!("    server {upstream};\n    server {second_address};\n"),
+                    );
+                    let nginx = Nginx::start(&config).expect("cannot start nginx");
+                    (nginx.port(), Process::Nginx(nginx))
+                }
+                other => panic!("{other:?} is no two-server row"),
+            },
+        );
+        server.second_fpm = Some(second);
         server.check_hello("bench.test");
         server
     }
@@ -151,7 +243,15 @@ impl Server {
     /// Starts a fresh PHP-FPM pool and, with `spawn` (given the pool's address and a
     /// scratch directory), the server in front of it; waits until that server accepts.
     fn launch(kind: Kind, spawn: impl FnOnce(&str, &Path) -> (u16, Process)) -> Server {
-        let fpm = start_fpm();
+        Self::launch_with(kind, FpmConfig::new().workers(FPM_WORKERS), spawn)
+    }
+
+    fn launch_with(
+        kind: Kind,
+        fpm: FpmConfig,
+        spawn: impl FnOnce(&str, &Path) -> (u16, Process),
+    ) -> Server {
+        let fpm = Fpm::start(fpm).expect("cannot start php-fpm");
         let upstream = fpm.address().to_upstream_string();
         let dir = tempfile::Builder::new()
             .prefix("load-bench-")
@@ -162,6 +262,7 @@ impl Server {
             kind,
             port,
             fpm,
+            second_fpm: None,
             process,
             dir,
         };
@@ -245,10 +346,6 @@ impl Drop for Server {
         }
         // nginx and php-fpm kill their process groups when dropped.
     }
-}
-
-fn start_fpm() -> Fpm {
-    Fpm::start(FpmConfig::new().workers(FPM_WORKERS)).expect("cannot start php-fpm")
 }
 
 /// A `[tenants.NAME]` table like the demo's: six params of realistic size.

@@ -7,10 +7,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tower_http::services::fs::ServeFileSystemResponseBody;
 
 use crate::access::RequestRecord;
 use crate::compression::Encoder;
+use crate::file_body::FileBody;
 
 /// Errors a response body can end with (the connection is then closed mid-response).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -21,7 +21,7 @@ pin_project_lite::pin_project! {
         Full { data: Option<Bytes> },
         // `None` once handed to `finish_in_background`.
         FastCgi { body: Option<fcgi_core::ResponseBody> },
-        Static { #[pin] body: ServeFileSystemResponseBody },
+        File { body: FileBody },
         Boxed { #[pin] body: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError> },
         // Another body run through an encoder; what comes out is what the client gets.
         Compressed { source: Pin<Box<Inner>>, encoder: Encoder },
@@ -46,7 +46,7 @@ impl Inner {
         match self {
             Inner::Full { data } => data.is_none(),
             Inner::FastCgi { body } => body.as_ref().is_none_or(|b| b.is_end_stream()),
-            Inner::Static { body } => body.is_end_stream(),
+            Inner::File { body } => body.is_end_stream(),
             Inner::Boxed { body } => body.is_end_stream(),
             Inner::Compressed { encoder, .. } => encoder.is_finished(),
         }
@@ -74,7 +74,7 @@ impl Inner {
                 }
                 polled.map_err(Into::into)
             }
-            InnerProj::Static { body } => body.poll_frame(cx).map_err(Into::into),
+            InnerProj::File { body } => Pin::new(body).poll_frame(cx).map_err(Into::into),
             InnerProj::Boxed { body } => body.poll_frame(cx),
             InnerProj::Compressed { source, encoder } => {
                 poll_compressed(source.as_mut(), encoder, record, cx)
@@ -133,7 +133,7 @@ impl std::fmt::Debug for GatewayBody {
         let kind = match &self.inner {
             Inner::Full { .. } => "full",
             Inner::FastCgi { .. } => "fastcgi",
-            Inner::Static { .. } => "static",
+            Inner::File { .. } => "file",
             Inner::Boxed { .. } => "boxed",
             Inner::Compressed { .. } => "compressed",
         };
@@ -168,9 +168,9 @@ impl GatewayBody {
         Self::from_inner(Inner::FastCgi { body: Some(body) })
     }
 
-    /// A static file (from tower-http).
-    pub fn static_file(body: ServeFileSystemResponseBody) -> Self {
-        Self::from_inner(Inner::Static { body })
+    /// A static or private file's bytes.
+    pub(crate) fn file(body: FileBody) -> Self {
+        Self::from_inner(Inner::File { body })
     }
 
     /// Any other body (the admin API, embedders).
@@ -186,7 +186,11 @@ impl GatewayBody {
     }
 
     /// This body run through `encoder`: the client gets what comes out of it.
-    pub(crate) fn compressed(self, encoder: Encoder) -> Self {
+    pub(crate) fn compressed(mut self, encoder: Encoder) -> Self {
+        if let Inner::File { body } = &mut self.inner {
+            // The encoder reads the bytes: no mapping for it.
+            body.read_in_process();
+        }
         Self::from_inner(Inner::Compressed {
             source: Box::pin(self.inner),
             encoder,
@@ -300,7 +304,7 @@ impl Body for GatewayBody {
             Inner::FastCgi { body } => body
                 .as_ref()
                 .map_or_else(|| SizeHint::with_exact(0), http_body::Body::size_hint),
-            Inner::Static { body } => body.size_hint(),
+            Inner::File { body } => body.size_hint(),
             Inner::Boxed { body } => body.size_hint(),
             Inner::Compressed { .. } => SizeHint::default(),
         }

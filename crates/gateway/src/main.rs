@@ -110,6 +110,14 @@ enum TenantsCommand {
         /// Cap on its share of the PHP-FPM pool.
         #[arg(long, value_name = "N")]
         max_concurrency: Option<usize>,
+        /// The `[upstreams.NAME]` its PHP runs on (default: `[defaults]`'s, else
+        /// `[fastcgi]`).
+        #[arg(long, value_name = "NAME")]
+        upstream: Option<String>,
+        /// Where its private files are, for `X-Accel-Redirect`/`X-Sendfile` (`{tenant}`
+        /// stands for its name).
+        #[arg(long, value_name = "DIR")]
+        private_root: Option<String>,
     },
     /// Removes a tenant.
     Remove {
@@ -178,6 +186,8 @@ fn tenants(action: TenantsCommand) -> Result<String, cli::CliError> {
             params,
             disabled,
             max_concurrency,
+            upstream,
+            private_root,
         } => cli::tenants_add(
             &file.config,
             &name,
@@ -185,6 +195,10 @@ fn tenants(action: TenantsCommand) -> Result<String, cli::CliError> {
             cli::parse_param_args(&params)?,
             !disabled,
             max_concurrency,
+            cli::Placement {
+                upstream,
+                private_root,
+            },
         ),
         TenantsCommand::Remove { name, file } => cli::tenants_remove(&file.config, &name),
         TenantsCommand::Suspend { name, file } => cli::tenants_suspend(&file.config, &name),

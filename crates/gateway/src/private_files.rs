@@ -70,6 +70,7 @@ pub(crate) async fn intercept(
     tenant: &Tenant,
     request: &http::request::Parts,
     record: &mut RequestRecord,
+    zero_copy: bool,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     // Most answers carry neither header: one pass over PHP's few header names is cheaper
     // than two hash lookups.
@@ -81,6 +82,7 @@ pub(crate) async fn intercept(
         return Ok(response);
     }
     let (mut php, body) = response.into_parts();
+    crate::response::keep_answered_by(&mut php.extensions, record);
     body.release_upstream(record);
     let accel = php.headers.remove(ACCEL_REDIRECT);
     let sendfile = php.headers.remove(SENDFILE);
@@ -121,17 +123,21 @@ pub(crate) async fn intercept(
         }
     };
     let mut file_request = Request::new(());
-    // nginx's internal redirect serves any method as GET; tower-http refuses others.
+    // nginx's internal redirect serves any method as GET; the file path refuses others.
     *file_request.method_mut() = if request.method == Method::HEAD {
         Method::HEAD
     } else {
         Method::GET
     };
     *file_request.headers_mut() = conditional_headers(&request.headers);
-    let mut response =
-        crate::static_files::serve_opened_file(&file.fd_path, &file.real_path, file_request)
-            .await?;
-    // ServeFile opened its own descriptor of the file: ours may go.
+    let mut response = crate::static_files::serve_opened_file(
+        &file.fd_path,
+        &file.real_path,
+        file_request,
+        zero_copy,
+    )
+    .await?;
+    // The answer holds its own descriptor of the file: ours may go.
     drop(file);
     let status = response.status();
     let headers = response.headers_mut();

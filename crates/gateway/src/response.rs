@@ -51,6 +51,15 @@ pub(crate) fn from_fastcgi(response: fcgi_core::Response) -> Response<GatewayBod
 #[derive(Debug, Clone)]
 struct AnsweredBy(fcgi_core::Upstream);
 
+/// Moves the PHP-FPM server that answered from PHP's answer's `extensions` into
+/// `record`, for an answer the gateway replaces with its own (a private file handed over
+/// with `X-Accel-Redirect`), so the access log still names it.
+pub(crate) fn keep_answered_by(extensions: &mut http::Extensions, record: &mut RequestRecord) {
+    if let Some(AnsweredBy(server)) = extensions.remove::<AnsweredBy>() {
+        record.upstream = Some(server);
+    }
+}
+
 /// Whether a response header describes one hop only and must not be passed on.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"

@@ -180,7 +180,7 @@ where
         Resolution::Static { file } => {
             let req = Request::from_parts(parts, ());
             let offered = config.compression_for(tenant.compression.as_deref());
-            crate::static_files::serve_file(&file, req, offered).await
+            crate::static_files::serve_file(&file, req, offered, !conn.tls).await
         }
         Resolution::RedirectToDir { location } => redirect(location, parts.uri.query()),
         Resolution::Forbidden => Err(GatewayError::forbidden("path is never served")),
@@ -223,7 +223,7 @@ where
             };
             let pool = snapshot.pool_for(tenant.upstream.as_deref());
             let response = fastcgi::forward(pool, &cgi, body).await?;
-            crate::private_files::intercept(response, &tenant, &parts, record).await
+            crate::private_files::intercept(response, &tenant, &parts, record, !conn.tls).await
         }
     }
 }

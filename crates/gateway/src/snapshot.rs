@@ -5,8 +5,11 @@
 //! changes a request half-way. Each PHP-FPM pool (the `[fastcgi]` one and one per
 //! `[upstreams.NAME]`) is carried over to the new snapshot when its servers, health check
 //! and pool settings are unchanged, so a reload drops no kept connection of it. A pool
-//! left out of the new snapshot lives on in the requests that still hold the old one, and
-//! closes when the last of them ends.
+//! whose servers or settings changed is replaced by one that succeeds it
+//! ([`fcgi_core::Pool::succeed`]): the kept connections of the servers it still has carry
+//! over, those of removed servers close when their requests end. A pool left out of the
+//! new snapshot lives on in the requests that still hold the old one, and closes when the
+//! last of them ends.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,7 +82,13 @@ impl Snapshot {
             {
                 prev.pool.clone()
             }
-            _ => fcgi_core::Pool::new(upstream, pool_config.clone()),
+            _ => {
+                let pool = fcgi_core::Pool::new(upstream, pool_config.clone());
+                if let Some(prev) = previous {
+                    pool.succeed(&prev.pool);
+                }
+                pool
+            }
         };
         let mut upstreams = BTreeMap::new();
         for (name, settings) in &config.upstreams {
@@ -94,11 +103,17 @@ impl Snapshot {
                 });
             let pool = match kept {
                 Some(pool) => pool.clone(),
-                None => fcgi_core::Pool::with_servers(servers, pool_config.clone(), health)
-                    .map_err(|source| SnapshotError::Upstream {
-                        name: name.clone(),
-                        source,
-                    })?,
+                None => {
+                    let pool = fcgi_core::Pool::with_servers(servers, pool_config.clone(), health)
+                        .map_err(|source| SnapshotError::Upstream {
+                            name: name.clone(),
+                            source,
+                        })?;
+                    if let Some(prev) = previous.and_then(|prev| prev.upstreams.get(name)) {
+                        pool.succeed(prev);
+                    }
+                    pool
+                }
             };
             upstreams.insert(name.clone(), pool);
         }

@@ -1,9 +1,7 @@
-//! Static files under the shared root, served by tower-http's `ServeFile`: content types,
-//! ETag/Last-Modified, 304, Range/206 and HEAD.
-//!
-//! tower-http answers `If-Modified-Since` and ranges but knows no entity tags, so the
-//! `ETag` (nginx's `"mtime-size"` in hex), `If-None-Match` and `If-Range` are handled
-//! here around it.
+//! Static files under the shared root (and private files PHP hands over): content types,
+//! ETag (nginx's `"mtime-size"` in hex)/Last-Modified, 304 and 412, Range/206/416 and
+//! HEAD, from the open-file cache ([`crate::open_file_cache`]), the body sent with
+//! `sendfile(2)` on plain connections ([`crate::file_body`]).
 //!
 //! Precompressed sidecars (`style.css.br`, `.zst`, `.gz` next to the file, as nginx's
 //! `gzip_static` and Caddy's `precompressed` serve them) are chosen here by the client's
@@ -17,186 +15,272 @@
 //! already known to be safe.
 
 use std::path::Path;
-use std::time::UNIX_EPOCH;
+use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use crate::body::GatewayBody;
 use crate::compression::{self, Encoding};
 use crate::error::GatewayError;
+use crate::file_body::FileBody;
+use crate::open_file_cache::{self, OpenFile};
 
 /// Serves one regular file for `req` (method and conditional/range headers are honoured).
 /// `offered` lists the encodings whose sidecars may be served, most preferred first.
+/// `zero_copy`: the connection is plain TCP, whose writes send mapped file slices with
+/// `sendfile(2)`.
 pub async fn serve_file<B>(
     file: &Path,
     req: Request<B>,
     offered: &[Encoding],
+    zero_copy: bool,
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: Send + 'static,
 {
-    serve(file, ServeFile::new(file), req, offered).await
+    if let Some(refused) = refuse_method(req.method()) {
+        return Ok(refused);
+    }
+    let opened = open_file_cache::lookup(file)
+        .map_err(|err| open_error(file, err))?
+        .ok_or_else(|| GatewayError::not_found("static file vanished"))?;
+    let sidecar = if req.headers().contains_key(header::RANGE) {
+        None
+    } else {
+        choose_sidecar(file, &opened, req.headers(), offered)
+    };
+    Ok(respond(&opened, sidecar, req, zero_copy))
 }
 
 /// Serves the file at `file` (a `/proc/self/fd/N` link to a file already opened and
 /// checked, so nothing can be swapped in between) with the content type its real name
 /// `named` gives it. No sidecar is looked for: the link has none beside it, and a
-/// private file is compressed on the fly like any other answer.
+/// private file is compressed on the fly like any other answer. Not cached: the link's
+/// name stands for another file once the descriptor is closed.
 pub(crate) async fn serve_opened_file<B>(
     file: &Path,
     named: &Path,
     req: Request<B>,
+    zero_copy: bool,
 ) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: Send + 'static,
 {
-    let mime = mime_guess::from_path(named).first_or_octet_stream();
-    serve(file, ServeFile::new_with_mime(file, &mime), req, &[]).await
+    if let Some(refused) = refuse_method(req.method()) {
+        return Ok(refused);
+    }
+    let opened = OpenFile::open(file, named)
+        .map_err(|err| open_error(file, err))?
+        .ok_or_else(|| GatewayError::not_found("private file is not a regular file"))?;
+    Ok(respond(&Arc::new(opened), None, req, zero_copy))
 }
 
-async fn serve<B>(
-    file: &Path,
-    service: ServeFile,
-    mut req: Request<B>,
-    offered: &[Encoding],
-) -> Result<Response<GatewayBody>, GatewayError>
-where
-    B: Send + 'static,
-{
-    // A file that vanished meanwhile is left to ServeFile to answer (404).
-    let meta = tokio::fs::metadata(file).await.ok();
-    let sidecar = match &meta {
-        Some(meta) if !req.headers().contains_key(header::RANGE) => {
-            choose_sidecar(file, meta, req.headers(), offered).await
-        }
-        _ => None,
-    };
-    let validators = meta.map(|m| Validators::of(&m, sidecar));
-    if let Some(validators) = &validators {
-        if let Some(mut response) = validators.apply(&mut req) {
-            if sidecar.is_some() {
-                compression::add_vary(response.headers_mut());
-            }
-            return Ok(response);
-        }
+fn refuse_method(method: &Method) -> Option<Response<GatewayBody>> {
+    if method == Method::GET || method == Method::HEAD {
+        return None;
     }
-    let service = match sidecar {
-        None => service,
-        Some(Encoding::Gzip) => service.precompressed_gzip(),
-        Some(Encoding::Brotli) => service.precompressed_br(),
-        Some(Encoding::Zstd) => service.precompressed_zstd(),
+    let mut response = Response::new(GatewayBody::empty());
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(response)
+}
+
+fn open_error(file: &Path, err: std::io::Error) -> GatewayError {
+    if err.kind() == std::io::ErrorKind::PermissionDenied {
+        return GatewayError::forbidden("file is not readable");
+    }
+    GatewayError::internal(format!("opening {}", file.display())).with_cause(err)
+}
+
+/// The answer for `file` (or its `sidecar` encoding) to `req`: 304/412 by the
+/// validators, 206/416 by `Range`, else 200; no body for HEAD.
+fn respond<B>(
+    file: &Arc<OpenFile>,
+    sidecar: Option<(Encoding, Arc<OpenFile>)>,
+    mut req: Request<B>,
+    zero_copy: bool,
+) -> Response<GatewayBody> {
+    let validators = Validators::of(file, sidecar.as_ref().map(|(e, _)| *e));
+    let head = req.method() == Method::HEAD;
+    let mut response = match validators.apply(&mut req) {
+        Some(answer) => answer,
+        None => {
+            let served = sidecar.as_ref().map_or(file, |(_, side)| side);
+            let len = served.len();
+            let range = match req.headers().get(header::RANGE) {
+                None => Ok(None),
+                Some(range) => requested_range(range, len).map(Some),
+            };
+            let mut response = Response::new(GatewayBody::empty());
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, file.content_type().clone());
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            headers.insert(header::LAST_MODIFIED, file.last_modified().clone());
+            headers.insert(header::ETAG, validators.etag.clone());
+            let (status, span) = match range {
+                Ok(None) => (StatusCode::OK, 0..len),
+                Ok(Some(span)) => {
+                    let content_range =
+                        format!("bytes {}-{}/{len}", span.start, span.end.saturating_sub(1));
+                    if let Ok(value) = HeaderValue::try_from(content_range) {
+                        headers.insert(header::CONTENT_RANGE, value);
+                    }
+                    (StatusCode::PARTIAL_CONTENT, span)
+                }
+                Err(()) => {
+                    if let Ok(value) = HeaderValue::try_from(format!("bytes */{len}")) {
+                        headers.insert(header::CONTENT_RANGE, value);
+                    }
+                    headers.remove(header::ETAG);
+                    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                    return finish(response);
+                }
+            };
+            headers.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(span.end - span.start),
+            );
+            if let Some((encoding, _)) = &sidecar {
+                headers.insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(encoding.as_str()),
+                );
+            }
+            *response.status_mut() = status;
+            if !head && span.end > span.start {
+                *response.body_mut() =
+                    GatewayBody::file(FileBody::new(served.clone(), span, zero_copy));
+            }
+            response
+        }
     };
-    let response = service.oneshot(req).await.map_err(|err| {
-        GatewayError::internal(format!("serving {}", file.display())).with_cause(err)
-    })?;
-    let (mut parts, body) = response.into_parts();
+    if sidecar.is_some() {
+        compression::add_vary(response.headers_mut());
+    }
+    finish(response)
+}
+
+fn finish(mut response: Response<GatewayBody>) -> Response<GatewayBody> {
     // Files are shared by every tenant; nothing in them varies by cookie or auth.
-    parts
-        .headers
+    response
+        .headers_mut()
         .entry(header::X_CONTENT_TYPE_OPTIONS)
         .or_insert(HeaderValue::from_static("nosniff"));
-    if let Some(validators) = validators {
-        if matches!(
-            parts.status,
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
-        ) {
-            parts.headers.insert(header::ETAG, validators.etag);
-        }
+    response
+}
+
+/// The one byte range `Range` asks for, as `start..end`; `Err` when it cannot be served
+/// (unsatisfiable, malformed, or several ranges: no multipart answers, as tower-http).
+fn requested_range(value: &HeaderValue, len: u64) -> Result<std::ops::Range<u64>, ()> {
+    let value = value.to_str().map_err(|_| ())?;
+    let ranges = http_range_header::parse_range_header(value)
+        .and_then(|parsed| parsed.validate(len))
+        .map_err(|_| ())?;
+    match ranges.as_slice() {
+        [range] if len > 0 => Ok(*range.start()..range.end() + 1),
+        _ => Err(()),
     }
-    if parts.headers.contains_key(header::CONTENT_ENCODING) {
-        compression::add_vary(&mut parts.headers);
-    }
-    Ok(Response::from_parts(parts, GatewayBody::static_file(body)))
 }
 
 /// The precompressed sidecar the client gets, if any: among the `offered` encodings
 /// whose `FILE.<suffix>` is a regular file not older than `file`, the one the client's
 /// `Accept-Encoding` prefers.
-async fn choose_sidecar(
-    file: &Path,
-    meta: &std::fs::Metadata,
+fn choose_sidecar(
+    path: &Path,
+    file: &OpenFile,
     headers: &HeaderMap,
     offered: &[Encoding],
-) -> Option<Encoding> {
+) -> Option<(Encoding, Arc<OpenFile>)> {
     let accept = headers.get(header::ACCEPT_ENCODING)?;
-    // Cheap first: no stat for encodings the client does not name (ServeFile, which
-    // sends the sidecar, knows no `*`; such a client gets the file compressed on the fly).
-    let wanted: Vec<Encoding> = offered
-        .iter()
-        .copied()
-        .filter(|&e| compression::names(accept, e))
-        .collect();
-    let modified = meta.modified().ok()?;
-    let mut fresh = Vec::with_capacity(wanted.len());
-    for encoding in wanted {
-        let mut name = file.as_os_str().to_owned();
+    // Cheap first: nothing looked up for encodings the client does not name (a client
+    // naming only `*` gets the file compressed on the fly).
+    let mut fresh = Vec::new();
+    for &encoding in offered {
+        if !compression::names(accept, encoding) {
+            continue;
+        }
+        let mut name = path.as_os_str().to_owned();
         name.push(".");
         name.push(encoding.file_suffix());
-        if let Ok(side) = tokio::fs::metadata(Path::new(&name)).await {
-            if side.is_file() && side.modified().is_ok_and(|m| m >= modified) {
-                fresh.push(encoding);
+        if let Ok(Some(side)) = open_file_cache::lookup(Path::new(&name)) {
+            if side.modified_secs() >= file.modified_secs() {
+                fresh.push((encoding, side));
             }
         }
     }
-    compression::negotiate(Some(accept), &fresh)
+    let encodings: Vec<Encoding> = fresh.iter().map(|(e, _)| *e).collect();
+    let chosen = compression::negotiate(Some(accept), &encodings)?;
+    fresh.into_iter().find(|(e, _)| *e == chosen)
 }
 
 /// A file's validators as the client sees them.
 struct Validators {
     /// Strong entity tag: `"<mtime secs hex>-<size hex>"`, as nginx makes it.
     etag: HeaderValue,
-    /// `Last-Modified` as tower-http formats it, for `If-Range` dates.
-    last_modified: Option<String>,
+    /// `Last-Modified`.
+    last_modified: HeaderValue,
+    /// Its time, in seconds.
+    modified_secs: u64,
 }
 
 impl Validators {
-    /// The validators of `meta`'s file, or of its `sidecar` encoding of it.
-    fn of(meta: &std::fs::Metadata, sidecar: Option<Encoding>) -> Self {
-        let modified = meta.modified().ok();
-        let secs = modified
-            .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
+    /// The validators of `file`, or of its `sidecar` encoding of it.
+    fn of(file: &OpenFile, sidecar: Option<Encoding>) -> Self {
         let etag = match sidecar {
-            None => format!("\"{secs:x}-{:x}\"", meta.len()),
-            Some(encoding) => format!("\"{secs:x}-{:x}-{}\"", meta.len(), encoding.as_str()),
+            None => file.etag().clone(),
+            Some(encoding) => {
+                let tag = format!("\"{}-{}\"", file.etag_core(), encoding.as_str());
+                HeaderValue::try_from(tag).unwrap_or(HeaderValue::from_static("\"0-0\""))
+            }
         };
         Self {
-            // Quotes, hex digits and a dash: always a valid value.
-            etag: HeaderValue::try_from(etag).unwrap_or(HeaderValue::from_static("\"0-0\"")),
-            last_modified: modified.map(httpdate::fmt_http_date),
+            etag,
+            last_modified: file.last_modified().clone(),
+            modified_secs: file.modified_secs(),
         }
     }
 
-    /// Answers `If-None-Match` itself (304) and adjusts the request so ServeFile does the
-    /// rest right: `If-Modified-Since` is ignored when `If-None-Match` is present
-    /// (RFC 9110 §13.1.3), and a `Range` whose `If-Range` no longer matches is served
-    /// whole (§13.1.5).
+    /// Answers the conditional headers: `If-None-Match` (304; `If-Modified-Since` is
+    /// then ignored, RFC 9110 §13.1.3), `If-Unmodified-Since` (412), `If-Modified-Since`
+    /// (304); and drops a `Range` whose `If-Range` no longer matches, so the whole file
+    /// is served (§13.1.5).
     fn apply<B>(&self, req: &mut Request<B>) -> Option<Response<GatewayBody>> {
-        let method = req.method().clone();
         let headers = req.headers_mut();
         if let Some(if_none_match) = headers.get(header::IF_NONE_MATCH) {
-            if (method == Method::GET || method == Method::HEAD)
-                && none_match_hits(if_none_match, &self.etag)
+            if none_match_hits(if_none_match, &self.etag) {
+                return Some(self.not_modified());
+            }
+        } else if let Some(since) = headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(open_file_cache::http_date_secs)
+        {
+            if self.modified_secs <= since {
+                return Some(self.not_modified());
+            }
+        }
+        if let Some(since) = headers.get(header::IF_UNMODIFIED_SINCE) {
+            if open_file_cache::http_date_secs(since).is_none_or(|since| self.modified_secs > since)
             {
                 let mut response = Response::new(GatewayBody::empty());
-                *response.status_mut() = StatusCode::NOT_MODIFIED;
-                let headers = response.headers_mut();
-                headers.insert(header::ETAG, self.etag.clone());
-                if let Some(date) = self.last_modified.as_deref() {
-                    if let Ok(date) = HeaderValue::from_str(date) {
-                        headers.insert(header::LAST_MODIFIED, date);
-                    }
-                }
+                *response.status_mut() = StatusCode::PRECONDITION_FAILED;
                 return Some(response);
             }
-            headers.remove(header::IF_MODIFIED_SINCE);
         }
         if headers.contains_key(header::RANGE) && !self.if_range_holds(headers) {
             headers.remove(header::RANGE);
         }
         None
+    }
+
+    fn not_modified(&self) -> Response<GatewayBody> {
+        let mut response = Response::new(GatewayBody::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        let headers = response.headers_mut();
+        headers.insert(header::ETAG, self.etag.clone());
+        headers.insert(header::LAST_MODIFIED, self.last_modified.clone());
+        response
     }
 
     /// Whether a `Range` may be honoured: no `If-Range`, or one naming the current
@@ -209,9 +293,7 @@ impl Validators {
         if value.starts_with(b"\"") {
             return value == self.etag.as_bytes();
         }
-        self.last_modified
-            .as_ref()
-            .is_some_and(|date| value == date.as_bytes())
+        value == self.last_modified.as_bytes()
     }
 }
 
@@ -235,7 +317,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("style.css");
         std::fs::write(&file, "body { color: red }").unwrap();
-        let response = serve_file(&file, Request::new(()), &[]).await.unwrap();
+        let response = serve_file(&file, Request::new(()), &[], false)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "text/css");
         assert!(response.headers().contains_key(header::LAST_MODIFIED));
@@ -246,7 +330,7 @@ mod tests {
             .header(header::RANGE, "bytes=0-3")
             .body(())
             .unwrap();
-        let response = serve_file(&file, ranged, &[]).await.unwrap();
+        let response = serve_file(&file, ranged, &[], false).await.unwrap();
         assert_eq!(response.status(), 206);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"body");
@@ -261,7 +345,8 @@ mod tests {
 
         let validators = Validators {
             etag: etag.clone(),
-            last_modified: Some("Tue, 01 Jan 2030 00:00:00 GMT".into()),
+            last_modified: HeaderValue::from_static("Tue, 01 Jan 2030 00:00:00 GMT"),
+            modified_secs: 1_893_456_000,
         };
         let holds = |v: &'static str| {
             let mut headers = HeaderMap::new();

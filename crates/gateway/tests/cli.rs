@@ -311,6 +311,58 @@ fn tenants_add_refuses_a_host_another_tenant_serves_and_leaves_the_file() {
 }
 
 #[test]
+fn tenants_add_sets_the_upstream_and_private_root_and_refuses_an_unknown_upstream() {
+    let text = format!(
+        "{CONFIG}\n[upstreams.big]\nservers = [{{ address = \"127.0.0.1:9001\", max_connections = 8 }}]\n"
+    );
+    let scratch = Scratch::new(&text);
+    scratch
+        .run(&[
+            "tenants",
+            "add",
+            "heavy",
+            "--host",
+            "heavy.example.org",
+            "--upstream",
+            "big",
+            "--private-root",
+            "/srv/moodledata/{tenant}",
+        ])
+        .ok();
+    let config = scratch.config_value();
+    let added = tenant(&config, "heavy").expect("heavy written");
+    assert_eq!(added["upstream"].as_str(), Some("big"));
+    assert_eq!(
+        added["private_root"].as_str(),
+        Some("/srv/moodledata/{tenant}")
+    );
+    let show = scratch.run(&["tenants", "show", "heavy"]).ok();
+    assert!(show.contains("upstream:        big"), "{show}");
+    assert!(
+        show.contains("private_root:    /srv/moodledata/heavy"),
+        "{show}"
+    );
+
+    let before = scratch.text();
+    let err = scratch
+        .run(&[
+            "tenants",
+            "add",
+            "lost",
+            "--host",
+            "lost.example.org",
+            "--upstream",
+            "nowhere",
+        ])
+        .failed();
+    assert!(
+        err.contains("nowhere"),
+        "the error names the upstream: {err}"
+    );
+    assert_eq!(scratch.text(), before, "a refused edit writes nothing");
+}
+
+#[test]
 fn tenants_add_rejects_a_param_without_a_name_without_echoing_it() {
     let scratch = Scratch::new(CONFIG);
     let err = scratch

@@ -471,3 +471,30 @@ async fn the_private_files_bytes_are_metered_to_the_tenant() {
     );
     assert_eq!(usage.status_2xx, 1);
 }
+
+#[tokio::test]
+async fn the_access_log_names_the_php_fpm_server_that_handed_the_file_over() {
+    let log = LogCapture::default();
+    let _guard = log.install_text();
+    let gw = Private::start().await;
+    let upstream = gw._fpm.address().to_upstream_string();
+    for target in [
+        "/xaccel.php?accel=/report.pdf",
+        "/xaccel.php?accel=/nothing",
+    ] {
+        gw.get("a.example", target).await;
+    }
+    let access = |log: &LogCapture| -> Vec<String> {
+        log.lines()
+            .into_iter()
+            .filter(|l| l.contains(" access: ") && l.contains("/xaccel.php"))
+            .collect()
+    };
+    eventually(REQUEST_LIMIT, || access(&log).len() >= 2).await;
+    for line in access(&log) {
+        assert!(
+            line.contains(&format!("upstream={upstream}")),
+            "the served file's and the refused file's lines name the server: {line}"
+        );
+    }
+}

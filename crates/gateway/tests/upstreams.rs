@@ -450,6 +450,104 @@ async fn a_reload_moves_a_tenant_to_another_upstream_and_keeps_unchanged_pools()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_server_list_keeps_the_connections_of_unchanged_servers() {
+    let (a, b, fallback) = (
+        named_fpm("a", 2),
+        named_fpm("b", 2),
+        named_fpm("fallback", 1),
+    );
+    let relay_a = CountingRelay::start(a.address().clone()).expect("relay a");
+    let relay_b = CountingRelay::start(b.address().clone()).expect("relay b");
+    let scratch = scratch();
+    let with = |servers: &[FpmAddress]| {
+        let list: Vec<String> = servers.iter().map(|s| server(s, "")).collect();
+        let rest = format!(
+            "[upstreams.main]\nservers = [{}]\n\n\
+             [tenants.t]\nhosts = [\"t.test\"]\nupstream = \"main\"\n",
+            list.join(", ")
+        );
+        parse(&scratch, &config_text(&scratch, fallback.address(), &rest))
+    };
+    let gateway = Served::bind(with(&[relay_a.address()])).await;
+    let addr = gateway.addr;
+    assert_eq!(whoami(addr, "t.test", "").await, "a");
+
+    // A second server joins while a request is in flight on `a` (on the connection the
+    // first request left): that connection carries over when the request ends.
+    let slow = tokio::spawn(async move { whoami(addr, "t.test", "?ms=500").await });
+    eventually(SOON, || {
+        server_state(&gateway, "main", &relay_a.address()).in_use == 1
+    })
+    .await;
+    gateway
+        .state
+        .apply(with(&[relay_a.address(), relay_b.address()]))
+        .expect("reload applies");
+    assert_eq!(
+        within(SOON, "the slow request", slow)
+            .await
+            .expect("no panic"),
+        "a"
+    );
+    let mut answered = Vec::new();
+    for _ in 0..6 {
+        answered.push(whoami(addr, "t.test", "").await);
+    }
+    assert!(
+        answered.iter().any(|s| s == "a") && answered.iter().any(|s| s == "b"),
+        "both servers serve: {answered:?}"
+    );
+    assert_eq!(
+        relay_a.total_connections(),
+        1,
+        "a's connection, busy during the reload, carried over and was reused"
+    );
+    assert_eq!(relay_b.total_connections(), 1);
+
+    // `a` is removed while a request is in flight on each server: a's connection closes
+    // when its request ends, b's carries over.
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { whoami(addr, "t.test", "?ms=500").await }))
+        .collect();
+    eventually(SOON, || {
+        server_state(&gateway, "main", &relay_a.address()).in_use == 1
+            && server_state(&gateway, "main", &relay_b.address()).in_use == 1
+    })
+    .await;
+    gateway
+        .state
+        .apply(with(&[relay_b.address()]))
+        .expect("reload applies");
+    let mut finished = Vec::new();
+    for request in slow {
+        finished.push(
+            within(SOON, "a slow request", request)
+                .await
+                .expect("no panic"),
+        );
+    }
+    finished.sort();
+    assert_eq!(
+        finished,
+        ["a", "b"],
+        "requests in flight finish where they were"
+    );
+    assert!(
+        relay_a.wait_for_current(0, SOON),
+        "the removed server's connection is closed once its request ended"
+    );
+    for _ in 0..3 {
+        assert_eq!(whoami(addr, "t.test", "").await, "b");
+    }
+    assert_eq!(
+        relay_b.total_connections(),
+        1,
+        "b's connection carried over"
+    );
+    assert_eq!(relay_a.total_connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_the_admin_api_show_each_servers_state() {
     let (a, b, fallback) = (
         named_fpm("a", 2),

@@ -90,6 +90,16 @@ enum Grant<T> {
 struct State<T> {
     servers: Vec<Server<T>>,
     queue: FairQueue<oneshot::Sender<Grant<T>>>,
+    /// Set when a newer pool took this one's place (a reload): values given back clean
+    /// go on to it, to the server with the same index in `successor_servers`.
+    successor: Option<Successor<T>>,
+}
+
+/// The pool that replaced this one, and which of its servers each of ours is.
+struct Successor<T> {
+    pool: Weak<Shared<T>>,
+    /// Our server index → the successor's, for the servers it kept.
+    servers: Vec<Option<usize>>,
 }
 
 impl<T> State<T> {
@@ -183,6 +193,30 @@ impl<T> Shared<T> {
 }
 
 impl<T> Shared<T> {
+    /// Takes in values of `server` from the pool this one replaced, as far as the
+    /// server's bound allows (the rest close), and hands them to waiters.
+    fn adopt(&self, server: usize, values: Vec<Idle<T>>) {
+        let mut state = self.lock();
+        let mut surplus = Vec::new();
+        match state.servers.get_mut(server) {
+            Some(s) => {
+                for idle in values {
+                    if s.healthy && s.open < s.limits.max_connections {
+                        s.open += 1;
+                        // Older than this pool's own idle values: reused last.
+                        s.idle.insert(0, idle);
+                    } else {
+                        surplus.push(idle);
+                    }
+                }
+            }
+            None => surplus = values,
+        }
+        state.dispatch();
+        drop(state);
+        drop(surplus);
+    }
+
     /// Gives back a grant its waiter could not take, as it was.
     fn give_back(&self, key: &QueueKey, grant: Grant<T>) {
         let mut state = self.lock();
@@ -203,23 +237,39 @@ impl<T: Poolable> Recycle<T> for Shared<T> {
         if faulted && s.healthy && self.settings.mark_on_fault {
             closed = state.mark(server, false);
         }
+        // Replaced by a reload: a value goes on to the new pool when its server is still
+        // there, and closes when it is not; this pool's slot is free either way.
+        let successor = state.successor.as_ref().map(|next| {
+            let index = next.servers.get(server).copied().flatten()?;
+            Some((next.pool.upgrade()?, index))
+        });
         let s = &mut state.servers[server];
-        // A value of a server marked down meanwhile is not kept; it closes after the lock.
-        let surplus = match value {
-            Some(value) if s.healthy => {
+        let (surplus, handover) = match (value, successor) {
+            (Some(value), Some(Some(next))) => {
+                s.open -= 1;
+                (None, Some((next, value)))
+            }
+            (Some(value), None) if s.healthy => {
                 s.idle.push(Idle {
                     value,
                     since: Instant::now(),
                 });
-                None
+                (None, None)
             }
-            other => {
+            (other, _) => {
                 s.open -= 1;
-                other
+                (other, None)
             }
         };
         state.dispatch();
         drop(state);
+        if let Some(((next, index), value)) = handover {
+            let idle = Idle {
+                value,
+                since: Instant::now(),
+            };
+            next.adopt(index, vec![idle]);
+        }
         drop(surplus);
         drop(closed);
     }
@@ -257,6 +307,7 @@ impl<T: Poolable> Pool<T> {
             state: Mutex::new(State {
                 servers,
                 queue: FairQueue::new(capacity),
+                successor: None,
             }),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -320,6 +371,39 @@ impl<T: Poolable> Pool<T> {
             Grant::Slot(server) => Ok(Lease::new(home, key, server, None)),
             Grant::Down => Err(Error::new(Kind::AllDown)),
         }
+    }
+
+    /// Takes `previous`'s place (a reload that changed its servers): `map` gives, for each
+    /// of `previous`'s servers, its index here if this pool has it too. The idle values of
+    /// those servers move here now, and their leased ones when they are given back (as
+    /// far as this pool's bounds allow); the values of servers this pool does not have
+    /// close (idle ones now, leased ones when their requests end).
+    pub(crate) fn succeed(&self, previous: &Pool<T>, map: Vec<Option<usize>>) {
+        if Arc::ptr_eq(&self.shared, &previous.shared) {
+            return;
+        }
+        let mut moved = Vec::new();
+        let mut closed = Vec::new();
+        {
+            let mut old = previous.shared.lock();
+            for (index, s) in old.servers.iter_mut().enumerate() {
+                let idle = std::mem::take(&mut s.idle);
+                s.open -= idle.len();
+                match map.get(index).copied().flatten() {
+                    Some(ours) => moved.push((ours, idle)),
+                    None => closed.extend(idle),
+                }
+            }
+            old.successor = Some(Successor {
+                pool: Arc::downgrade(&self.shared),
+                servers: map,
+            });
+            old.dispatch();
+        }
+        for (server, idle) in moved {
+            self.shared.adopt(server, idle);
+        }
+        drop(closed);
     }
 
     /// Marks `server` up or down. Down, it takes no new request and its idle values are

@@ -307,3 +307,72 @@ async fn a_protocol_fault_marks_its_server_down_when_the_pool_marks_servers() {
     let stats = lone.server_stats();
     assert!(stats[0].healthy && stats[0].faults == 1, "{stats:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_successor_takes_the_kept_values_of_the_servers_it_kept_and_the_rest_close() {
+    let limits = [ServerLimits::new(2), ServerLimits::new(2)];
+    let old = Pool::new(&limits, settings());
+    // Two values of each server: one idle, one still leased during the reload.
+    let leases = [
+        take(&old, "a", 10).await,
+        take(&old, "a", 20).await,
+        take(&old, "a", 11).await,
+        take(&old, "a", 21).await,
+    ];
+    let [idle_a, idle_b, busy_a, busy_b] = leases;
+    let (kept_server, gone_server) = (idle_a.server(), idle_b.server());
+    assert_ne!(kept_server, gone_server);
+    give_back(idle_a);
+    give_back(idle_b);
+
+    // The new pool kept `kept_server` (as its only server) and dropped the other.
+    let new = one_server(2);
+    let mut map = vec![None, None];
+    map[kept_server] = Some(0);
+    new.succeed(&old, map);
+    let stats = new.server_stats();
+    assert_eq!(
+        (stats[0].open, stats[0].idle),
+        (1, 1),
+        "the idle value moved"
+    );
+    let old_stats = old.server_stats();
+    assert_eq!(old_stats[kept_server].idle + old_stats[gone_server].idle, 0);
+
+    // The leased ones: the kept server's goes on to the new pool, the other closes.
+    let (busy_kept, busy_gone) = if busy_a.server() == kept_server {
+        (busy_a, busy_b)
+    } else {
+        (busy_b, busy_a)
+    };
+    give_back(busy_kept);
+    give_back(busy_gone);
+    assert_eq!(old.totals(), (0, 0, 0), "nothing left open in the old pool");
+    assert_eq!(
+        new.totals(),
+        (2, 2, 0),
+        "the kept server's two values, no other"
+    );
+
+    // And they are the ones handed out.
+    let mut lease = new.acquire(key("b"), None).await.unwrap();
+    assert!(lease.is_reused());
+    assert!(matches!(lease.take(), Some(10 | 11 | 20 | 21)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successor_adopts_no_more_than_its_bound() {
+    let old = one_server(3);
+    let leases = [
+        take(&old, "a", 1).await,
+        take(&old, "a", 2).await,
+        take(&old, "a", 3).await,
+    ];
+    for lease in leases {
+        give_back(lease);
+    }
+    let new = one_server(2);
+    new.succeed(&old, vec![Some(0)]);
+    assert_eq!(new.totals(), (2, 2, 0));
+    assert_eq!(old.totals(), (0, 0, 0), "the surplus is closed");
+}

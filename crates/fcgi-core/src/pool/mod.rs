@@ -189,6 +189,32 @@ impl Pool {
         Self { shared }
     }
 
+    /// Takes `previous`'s place after a reload that changed its servers or settings:
+    /// the kept connections of every server this pool has too (same address) carry over,
+    /// idle ones now and busy ones when their requests end, as far as this pool's bounds
+    /// allow; those of servers it no longer has are closed, idle ones now and busy ones
+    /// when their requests end. A pool replaced without this closes all of its
+    /// connections once the requests still holding it are done.
+    pub fn succeed(&self, previous: &Pool) {
+        let mut taken = vec![false; self.shared.servers.len()];
+        let map = previous
+            .shared
+            .servers
+            .iter()
+            .map(|old| {
+                let index = self
+                    .shared
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .position(|(i, new)| !taken[i] && new.address == old.address)?;
+                taken[index] = true;
+                Some(index)
+            })
+            .collect();
+        self.shared.slots.succeed(&previous.shared.slots, map);
+    }
+
     /// The (first) server this pool connects to.
     pub fn upstream(&self) -> &Upstream {
         &self.shared.servers[0].address

@@ -21,8 +21,18 @@ pub fn parse_param_args(args: &[String]) -> Result<Vec<(String, String)>, CliErr
         .collect()
 }
 
+/// Where a new tenant's PHP runs and where its private files are (`--upstream`,
+/// `--private-root`); unset, the `[defaults]` apply.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// An `[upstreams.NAME]` of the config.
+    pub upstream: Option<String>,
+    /// The root `X-Accel-Redirect`/`X-Sendfile` files are served from.
+    pub private_root: Option<String>,
+}
+
 /// `tenants add`: adds a new tenant; fails if the name is taken or the result would be
-/// an invalid config (duplicate host, reserved param name, ...).
+/// an invalid config (duplicate host, reserved param name, unknown upstream, ...).
 pub fn tenants_add(
     path: &Path,
     name: &str,
@@ -30,6 +40,7 @@ pub fn tenants_add(
     params: Vec<(String, String)>,
     enabled: bool,
     max_concurrency: Option<usize>,
+    placement: Placement,
 ) -> Result<String, CliError> {
     let mut seen = BTreeSet::new();
     for (param, _) in &params {
@@ -49,8 +60,8 @@ pub fn tenants_add(
             request_buffering: None,
             tls: None,
             compression: None,
-            private_root: None,
-            upstream: None,
+            private_root: placement.private_root,
+            upstream: placement.upstream,
         },
     };
     let ((), config) = tenant_ops::edit(path, |doc| {
@@ -88,6 +99,7 @@ mod tests {
             params,
             false,
             Some(4),
+            Placement::default(),
         )
         .unwrap();
         assert_eq!(
@@ -111,6 +123,7 @@ mod tests {
             vec![],
             true,
             None,
+            Placement::default(),
         )
         .unwrap_err();
         assert!(
@@ -129,6 +142,7 @@ mod tests {
             vec![],
             true,
             None,
+            Placement::default(),
         )
         .unwrap_err();
         assert!(
@@ -146,8 +160,16 @@ mod tests {
         assert!(parse_param_args(&["=x".into()]).is_err());
         let (_dir, path) = scratch(CONFIG);
         let params = vec![("A".into(), "1".into()), ("A".into(), "2".into())];
-        let err =
-            tenants_add(&path, "x", vec!["x.example".into()], params, true, None).unwrap_err();
+        let err = tenants_add(
+            &path,
+            "x",
+            vec!["x.example".into()],
+            params,
+            true,
+            None,
+            Placement::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, CliError::DuplicateParam { .. }), "{err}");
     }
 }

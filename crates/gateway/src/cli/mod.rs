@@ -30,7 +30,7 @@ use crate::config::ConfigError;
 use crate::tenant_ops::TenantOpError;
 use crate::usage_store::UsageStoreError;
 
-pub use add::{parse_param_args, tenants_add};
+pub use add::{parse_param_args, tenants_add, Placement};
 pub use check::check;
 pub use edit::{tenants_remove, tenants_resume, tenants_suspend};
 pub use list::tenants_list;

@@ -280,7 +280,9 @@ impl AsyncWrite for ClientIo {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            Self::Plain(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Self::Plain(io) => {
+                crate::sendfile::poll_write_vectored(io, cx, &[std::io::IoSlice::new(buf)])
+            }
             Self::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_write(cx, buf),
         }
     }
@@ -291,7 +293,7 @@ impl AsyncWrite for ClientIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            Self::Plain(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Plain(io) => crate::sendfile::poll_write_vectored(io, cx, bufs),
             Self::Tls(io) => std::pin::Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
