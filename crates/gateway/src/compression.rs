@@ -19,7 +19,7 @@ use std::io::{self, Write};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::body::GatewayBody;
 
@@ -38,7 +38,7 @@ pub const ZSTD_LEVEL: i32 = 3;
 const OUTPUT_CHUNK: usize = 16 << 10;
 
 /// A content coding the gateway can produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum Encoding {
     /// Zstandard (RFC 8878).
     #[serde(rename = "zstd")]
