@@ -179,6 +179,8 @@ pub struct Results {
     pub fairness: Vec<Fairness>,
     /// A gzip-compressed 100 KB page, per server.
     pub compressed: Vec<Row>,
+    /// The HTTPS rows, when asked for.
+    pub tls: Option<crate::tls::TlsResults>,
     /// 1-minute load average when done.
     pub load_at_end: f64,
 }
@@ -203,6 +205,7 @@ impl Results {
             memory: None,
             fairness: Vec::new(),
             compressed: Vec::new(),
+            tls: None,
             load_at_end: f64::NAN,
         }
     }
@@ -479,6 +482,9 @@ impl Results {
                  capped at `max_concurrency = 3`. The target is judged on the defaults.\n"
             );
         }
+        if let Some(tls) = &self.tls {
+            tls.markdown(&mut out, &self.c32);
+        }
         let _ = writeln!(out, "## Targets (issue #6)\n");
         let _ = writeln!(out, "| target | measured | met? |\n|---|---|---|");
         for t in self.targets() {
@@ -578,6 +584,7 @@ impl Results {
                 "bytes_per_answer": num(r.wrk.bytes_read / r.requests.max(1) as f64),
                 "p99_ms": num(r.p99_ms),
             })).collect::<Vec<_>>(),
+            "tls": self.tls.as_ref().map(crate::tls::TlsResults::json),
             "targets": targets,
         })
     }
