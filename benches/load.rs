@@ -9,11 +9,13 @@
 //!
 //! Options after `--`: `--quick` (short runs, results in `benches/results/quick/`),
 //! `--rounds N` (measured runs per server at 32 connections, median by req/s; default 3),
-//! `--duration SECS` (per run; default 10), `--only c32,c1000,memory,fairness,compressed`
+//! `--duration SECS` (per run; default 10), `--only c32,c1000,memory,fairness,compressed,static,upstreams,tls`
 //! (compressed: a 100 KB page with `Accept-Encoding: gzip`, gateway vs nginx at gzip
 //! level 5: CPU per request and bytes on the wire; static: 4 KB, 300 KB and 20 MB files,
 //! gateway vs nginx with `sendfile on; tcp_nopush on`; upstreams: `hello.php` through an
-//! upstream of two PHP-FPM servers of 2 workers each, gateway and nginx).
+//! upstream of two PHP-FPM servers of 2 workers each, gateway and nginx; tls: the HTTPS
+//! rows, or some of them with `tls-handshakes`, `tls-h1`, `tls-h2`, see `load/tls.rs`;
+//! HTTP/2 needs h2load, `apt-get install nghttp2-client`).
 //! `GATEWAY_BIN` picks a gateway binary; otherwise `cargo build --release -p gateway` runs
 //! first. It installs nothing: it needs wrk and php-fpm, and skips nginx or Caddy rows when
 //! they are missing (`apt-get install wrk nginx-light caddy`, or
@@ -39,7 +41,8 @@
 //! Code map: `load/env.rs` (tools, gateway binary, machine), `load/servers.rs` (starting
 //! each server and its PHP-FPM), `load/wrk.rs` (running and parsing wrk),
 //! `load/procstat.rs` (CPU and memory from /proc), `load/fpm_direct.rs` (the direct row),
-//! `load/report.rs` (tables, targets, JSON), `load/charts.rs` (SVG).
+//! `load/report.rs` (tables, targets, JSON), `load/charts.rs` (SVG), `load/tls.rs` (the
+//! HTTPS rows: certificate, TLS configs, handshake client, h2load).
 
 #[path = "load/charts.rs"]
 mod charts;
@@ -53,6 +56,8 @@ mod procstat;
 mod report;
 #[path = "load/servers.rs"]
 mod servers;
+#[path = "load/tls.rs"]
+mod tls;
 #[path = "load/wrk.rs"]
 mod wrk;
 
@@ -237,6 +242,15 @@ fn main() {
                 .push(measure_compressed(kind, &gateway_bin, &options));
         }
     }
+    if let Some(wanted) = tls::Wanted::from(&options) {
+        results.tls = Some(tls::measure(
+            wanted,
+            &gateway_bin,
+            &options,
+            tools.nginx,
+            tools.caddy,
+        ));
+    }
     results.load_at_end = procstat::load_average();
 
     let dir = results_dir(options.quick);
@@ -384,11 +398,17 @@ fn measure_server(
 }
 
 fn measure_once(server: &Server, run: &WrkRun) -> Row {
+    measure_with(server, || run.run())
+}
+
+/// Runs `load` (a client that reports like wrk) against `server`, with the server's and
+/// its PHP-FPM's CPU over the run.
+fn measure_with(server: &Server, load: impl FnOnce() -> WrkReport) -> Row {
     let (pid, fpm_pid) = (server.pid(), server.fpm_pid());
     let cpu = procstat::cpu_time(pid);
     let fpm_cpu = procstat::cpu_time(fpm_pid);
     let machine = procstat::MachineCpu::now();
-    let report = run.run();
+    let report = load();
     let machine_busy = procstat::MachineCpu::now().busy_since(machine);
     let cpu_after = procstat::cpu_time(pid);
     let (cpu, sys_cpu) = (cpu_after.since(cpu), cpu_after.system_since(cpu));

@@ -8,8 +8,9 @@
 #                 (package nginx-light, or nginx where nginx-light is gone)
 #   --with-pebble pebble and pebble-challtestsrv (package pebble), Let's Encrypt's
 #                 test CA and its DNS server, for the ACME tests
-#   --with-bench  wrk, the HTTP load generator used by the benchmarks, and
-#                 caddy, a second reference server in the load benchmark
+#   --with-bench  wrk, the HTTP load generator used by the benchmarks,
+#                 caddy, a second reference server in the load benchmark, and
+#                 h2load (package nghttp2-client) for its HTTP/2 rows
 #   --print-path  print the php-fpm binary path on stdout when done
 #
 # Idempotent: does nothing when everything is present, otherwise runs
@@ -98,12 +99,15 @@ fi
 if ((with_bench)) && ! command -v caddy >/dev/null 2>&1; then
     packages+=(caddy)
 fi
+if ((with_bench)) && ! command -v h2load >/dev/null 2>&1; then
+    packages+=(nghttp2-client)
+fi
 
 if ((${#packages[@]} == 0)); then
     found="php-fpm at $php_fpm"
     if ((with_nginx)); then found+=", nginx at $(find_nginx)"; fi
     if ((with_pebble)); then found+=", pebble at $(command -v pebble)"; fi
-    if ((with_bench)); then found+=", wrk at $(command -v wrk), caddy at $(command -v caddy)"; fi
+    if ((with_bench)); then found+=", wrk at $(command -v wrk), caddy at $(command -v caddy), h2load at $(command -v h2load)"; fi
     log "nothing to do: $found"
 else
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -139,7 +143,7 @@ else
         log "nginx still not found after installing ${packages[*]}"
         exit 1
     fi
-    for tool in wrk caddy; do
+    for tool in wrk caddy h2load; do
         if ((with_bench)) && ! command -v "$tool" >/dev/null 2>&1; then
             log "$tool still not found after installing ${packages[*]}"
             exit 1

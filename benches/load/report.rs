@@ -183,6 +183,8 @@ pub struct Results {
     pub statics: Vec<(String, Row)>,
     /// `hello.php` through one PHP-FPM server and through two, per server.
     pub upstreams: Vec<Row>,
+    /// The HTTPS rows, when asked for.
+    pub tls: Option<crate::tls::TlsResults>,
     /// 1-minute load average when done.
     pub load_at_end: f64,
 }
@@ -209,6 +211,7 @@ impl Results {
             compressed: Vec::new(),
             statics: Vec::new(),
             upstreams: Vec::new(),
+            tls: None,
             load_at_end: f64::NAN,
         }
     }
@@ -513,6 +516,9 @@ impl Results {
                  capped at `max_concurrency = 3`. The target is judged on the defaults.\n"
             );
         }
+        if let Some(tls) = &self.tls {
+            tls.markdown(&mut out, &self.c32);
+        }
         let _ = writeln!(out, "## Targets (issue #6)\n");
         let _ = writeln!(out, "| target | measured | met? |\n|---|---|---|");
         for t in self.targets() {
@@ -631,6 +637,7 @@ impl Results {
                 "p99_ms": num(r.p99_ms),
                 "failed": r.socket_errors + r.non_2xx,
             })).collect::<Vec<_>>(),
+            "tls": self.tls.as_ref().map(crate::tls::TlsResults::json),
             "targets": targets,
         })
     }

@@ -109,8 +109,11 @@ pub struct Server {
     dir: TempDir,
 }
 
-enum Process {
+/// The server's process: a child of the bench, or nginx under the harness.
+pub enum Process {
+    /// The gateway or Caddy.
     Child(Child),
+    /// nginx.
     Nginx(Nginx),
 }
 
@@ -242,7 +245,7 @@ impl Server {
 
     /// Starts a fresh PHP-FPM pool and, with `spawn` (given the pool's address and a
     /// scratch directory), the server in front of it; waits until that server accepts.
-    fn launch(kind: Kind, spawn: impl FnOnce(&str, &Path) -> (u16, Process)) -> Server {
+    pub fn launch(kind: Kind, spawn: impl FnOnce(&str, &Path) -> (u16, Process)) -> Server {
         Self::launch_with(kind, FpmConfig::new().workers(FPM_WORKERS), spawn)
     }
 
@@ -375,7 +378,7 @@ fn default_tenants(cap_a: bool) -> String {
 
 /// The gateway's `tenants.toml`: shipped defaults except the pool size, which matches
 /// PHP-FPM's workers.
-fn gateway_config(port: u16, upstream: &str, server_extra: &str, tenants: &str) -> String {
+pub fn gateway_config(port: u16, upstream: &str, server_extra: &str, tenants: &str) -> String {
     format!(
         "[server]\n\
          listen = \"127.0.0.1:{port}\"\n\
@@ -389,7 +392,7 @@ fn gateway_config(port: u16, upstream: &str, server_extra: &str, tenants: &str) 
     )
 }
 
-fn spawn_gateway(bin: &Path, dir: &Path, config: &str, quiet: bool) -> Process {
+pub fn spawn_gateway(bin: &Path, dir: &Path, config: &str, quiet: bool) -> Process {
     let config_path = dir.join("tenants.toml");
     fs::write(&config_path, config).expect("cannot write the gateway config");
     let mut command = Command::new(bin);
@@ -403,14 +406,21 @@ fn spawn_gateway(bin: &Path, dir: &Path, config: &str, quiet: bool) -> Process {
 }
 
 fn spawn_caddy(dir: &Path, port: u16, upstream: &str) -> Process {
+    run_caddy(dir, &format!(":{port}"), "", upstream)
+}
+
+/// Caddy serving `site` (`:PORT`, `https://:PORT`) with `php_fastcgi` to `upstream`, and
+/// `directives` (whole lines) in the site block.
+pub fn run_caddy(dir: &Path, site: &str, directives: &str, upstream: &str) -> Process {
     let caddyfile = dir.join("Caddyfile");
     let config = format!(
         "{{\n\
          \tadmin off\n\
          \tauto_https off\n\
          }}\n\
-         :{port} {{\n\
+         {site} {{\n\
          \tbind 127.0.0.1\n\
+         {directives}\
          \troot * {root}\n\
          \tphp_fastcgi {upstream}\n\
          }}\n",
@@ -456,7 +466,7 @@ fn spawn_logged(mut command: Command, dir: &Path) -> Child {
 
 /// nginx as the issue describes it: one worker (the harness's), access log off (the
 /// harness's), and with `keepalive` FastCGI connections kept to PHP-FPM.
-fn nginx_config(upstream: &str, keepalive: bool) -> String {
+pub fn nginx_config(upstream: &str, keepalive: bool) -> String {
     let (upstream_block, pass, keep) = if keepalive {
         (
             format!("upstream php_fpm {{\n    server {upstream};\n    keepalive 4;\n}}\n"),

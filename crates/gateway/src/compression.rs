@@ -19,7 +19,7 @@ use std::io::{self, Write};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// gzip level (flate2's scale 0-9).
 pub const GZIP_LEVEL: u32 = 5;
@@ -36,7 +36,7 @@ pub const ZSTD_LEVEL: i32 = 3;
 const OUTPUT_CHUNK: usize = 16 << 10;
 
 /// A content coding the gateway can produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum Encoding {
     /// Zstandard (RFC 8878).
     #[serde(rename = "zstd")]

@@ -311,6 +311,62 @@ async fn tenants_are_listed_and_shown_with_secrets_masked() {
 }
 
 #[tokio::test]
+async fn a_tenant_shows_the_compression_it_gets_its_own_or_the_inherited_one() {
+    let h = Harness::start(r#"compression = ["br", "gzip"]"#).await;
+    let t1 = h.call("GET", "/tenants/t1", None).await.expect(200, None);
+    // Inherited from `[server]`: offered, but not the tenant's own setting.
+    assert_eq!(
+        t1["effective_compression"],
+        serde_json::json!(["br", "gzip"])
+    );
+    assert!(t1.get("compression").is_none(), "{t1}");
+    // The list view stays the tenant's own settings only.
+    let list = h.call("GET", "/tenants", None).await.expect(200, None);
+    assert!(
+        list["tenants"][0].get("effective_compression").is_none(),
+        "{list}"
+    );
+
+    let put = h
+        .call(
+            "PUT",
+            "/tenants/t3",
+            Some(r#"{"hosts": ["t3.example"], "compression": ["zstd"]}"#),
+        )
+        .await
+        .expect(201, None);
+    assert_eq!(put["compression"], serde_json::json!(["zstd"]));
+    assert_eq!(put["effective_compression"], serde_json::json!(["zstd"]));
+
+    // Off for one tenant: its own empty list is what it gets.
+    h.call(
+        "PUT",
+        "/tenants/t3",
+        Some(r#"{"hosts": ["t3.example"], "compression": []}"#),
+    )
+    .await
+    .expect(200, None);
+    let t3 = h.call("GET", "/tenants/t3", None).await.expect(200, None);
+    assert_eq!(t3["compression"], serde_json::json!([]));
+    assert_eq!(t3["effective_compression"], serde_json::json!([]));
+
+    // A read-modify-write round trip keeps the tenant's own list.
+    let mut body = t3.clone();
+    let object = body.as_object_mut().expect("an object");
+    for shown_only in ["name", "enabled", "effective_compression", "certificates"] {
+        object.remove(shown_only);
+    }
+    h.call("PUT", "/tenants/t3", Some(&body.to_string()))
+        .await
+        .expect(200, None);
+    assert!(
+        h.config_text().contains("compression = []"),
+        "{}",
+        h.config_text()
+    );
+}
+
+#[tokio::test]
 async fn a_new_tenant_is_served_at_once_and_written_after_the_comments() {
     let h = Harness::start("").await;
     let before = h.config_text();

@@ -131,6 +131,95 @@ fn check_accepts_a_valid_config_and_describes_it() {
 }
 
 #[test]
+fn check_prints_each_tenants_tls_mode_and_that_wildcards_need_a_file_certificate() {
+    let tls = r#"
+[tls]
+acme_directory = "https://127.0.0.1:14000/dir"
+state_dir = "tls-state"
+
+[tenants.centro3]
+hosts = ["centro3.example.org", "*.centro3.example.org"]
+tls = { cert = "centro3.pem", key = "centro3.key" }
+
+[tenants.centro4]
+hosts = ["centro4.example.org", "*.centro4.example.org"]
+tls = "off"
+"#;
+    // `centro1` (a wildcard host) would be refused with ACME: it takes no certificate.
+    let config = format!("{CONFIG}{tls}")
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\ntls_listen = \"127.0.0.1:8443\"",
+        )
+        .replace(
+            "params = { DBHOST = \"10.0.0.1\", DBPASS = \"hunter2-centro1\" }",
+            "params = { DBHOST = \"10.0.0.1\", DBPASS = \"hunter2-centro1\" }\ntls = \"off\"",
+        )
+        .replace(
+            "params = { DBHOST = \"10.0.0.2\" }",
+            "params = { DBHOST = \"10.0.0.2\" }\ntls = \"acme\"",
+        );
+    let scratch = Scratch::new(&config);
+    let made = rcgen::generate_simple_self_signed(vec![
+        "centro3.example.org".to_owned(),
+        "*.centro3.example.org".to_owned(),
+    ])
+    .expect("a test certificate");
+    fs::write(scratch.dir.path().join("centro3.pem"), made.cert.pem()).expect("write cert");
+    fs::write(
+        scratch.dir.path().join("centro3.key"),
+        made.signing_key.serialize_pem(),
+    )
+    .expect("write key");
+
+    let out = scratch.run(&["check"]).ok();
+    assert!(out.contains("https:    127.0.0.1:8443\n"), "{out}");
+    assert!(
+        out.contains("acme:     https://127.0.0.1:14000/dir (tls-alpn-01; state in "),
+        "{out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let tls_of = |tenant: &str| -> &str {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("  {tenant}")))
+            .unwrap_or_else(|| panic!("{tenant} not listed in {out}"));
+        lines[at + 1]
+    };
+    assert_eq!(
+        tls_of("centro1"),
+        "    tls: off; wildcard hosts (*.centro1.example.org) need a file certificate \
+         (tls = { cert, key }): ACME here covers exact hosts only"
+    );
+    assert_eq!(tls_of("centro2"), "    tls: acme for centro2.example.org");
+    assert_eq!(
+        tls_of("centro3"),
+        "    tls: file centro3.pem + centro3.key for centro3.example.org, *.centro3.example.org"
+    );
+    assert!(
+        tls_of("centro4").starts_with("    tls: off; wildcard hosts (*.centro4.example.org)"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+
+    // Without HTTPS listeners, check says so; the modes are still shown.
+    let scratch = Scratch::new(CONFIG);
+    let out = scratch.run(&["check"]).ok();
+    assert!(
+        out.contains("https:    none (no [server] tls_listen)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("    tls: off; wildcard hosts (*.centro1.example.org)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  centro2 (suspended): centro2.example.org\n    tls: off\n"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_lists_upstreams_and_rejects_a_tenant_naming_an_unknown_one() {
     let upstreams = "\n[upstreams.big]\nservers = [{ address = \"10.0.0.21:9000\", max_connections = 32 }, { address = \"unix:/run/php/fpm.sock\", max_connections = 4, weight = 2, backup = true }]\n";
     let scratch = Scratch::new(&format!("{CONFIG}{upstreams}"));

@@ -33,8 +33,10 @@ pub fn show<'a>(config: &'a Config, name: &str) -> Result<TenantDetail<'a>, Tena
             .iter()
             .filter(|(param, _)| !tenant.params.contains_key(*param)),
     );
+    let mut view = TenantView::new(name, tenant);
+    view.effective_compression = Some(config.compression_for(tenant.compression.as_deref()));
     Ok(TenantDetail {
-        tenant: TenantView::new(name, tenant),
+        tenant: view,
         default_params,
     })
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::compression::Encoding;
 use crate::config::{displayed_param_value, TenantConfig};
 
 /// What secret param values are shown as. Sent back in an admin API `PUT`, it keeps the
@@ -37,6 +38,13 @@ pub struct TenantView<'a> {
     /// Its own `tls` setting, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<&'a crate::config::TlsSetting>,
+    /// Its own `compression` list, when it has one (`[]`: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<&'a [Encoding]>,
+    /// The encodings its clients are offered, its own list or the one it inherits
+    /// (answers about one tenant: the admin API's `/tenants/{name}`, `tenants show`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_compression: Option<&'a [Encoding]>,
     /// Automatic certificates by host (`GET /tenants/{name}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificates: Option<BTreeMap<String, crate::tls::HostCertStatus>>,
@@ -55,6 +63,8 @@ impl<'a> TenantView<'a> {
             upstream: tenant.upstream.as_deref(),
             params: masked(&tenant.params),
             tls: tenant.tls.as_ref(),
+            compression: tenant.compression.as_deref(),
+            effective_compression: None,
             certificates: None,
         }
     }
