@@ -51,6 +51,20 @@ async fn active_processes(fpm: &fpm_harness::Fpm) -> u64 {
         .unwrap_or_else(|| panic!("no active processes in {json}"))
 }
 
+/// [`active_processes`], asked again for up to 2 s until it is `want`: PHP-FPM's
+/// scoreboard can lag a loaded machine by a moment.
+async fn active_processes_settled_at(fpm: &fpm_harness::Fpm, want: u64) -> u64 {
+    let mut active = 0;
+    for _ in 0..20 {
+        active = active_processes(fpm).await;
+        if active == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    active
+}
+
 #[tokio::test]
 async fn a_dropped_body_stops_the_script_and_frees_its_worker() {
     let fpm = start_fpm(FpmConfig::new().workers(2));
@@ -82,15 +96,7 @@ async fn a_dropped_body_stops_the_script_and_frees_its_worker() {
         marker(&marker_path).is_some(),
         "the script writes its marker"
     );
-    // PHP-FPM's scoreboard can lag a loaded machine by a moment: ask until it settles.
-    let mut active = 0;
-    for _ in 0..20 {
-        active = active_processes(&fpm).await;
-        if active == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let active = active_processes_settled_at(&fpm, 2).await;
     assert_eq!(active, 2, "stream.php and the status request");
 
     drop(body);
@@ -115,13 +121,6 @@ async fn a_dropped_body_stops_the_script_and_frees_its_worker() {
     );
 
     // Its worker is idle again: only the status request itself is active.
-    let mut active = 0;
-    for _ in 0..20 {
-        active = active_processes(&fpm).await;
-        if active == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let active = active_processes_settled_at(&fpm, 1).await;
     assert_eq!(active, 1, "the aborted worker is still busy");
 }

@@ -62,7 +62,7 @@ impl Default for FpmConfig {
             listen: Listen::Tcp,
             workers: 4,
             max_requests: None,
-            status_path: Some("/fpm-status".to_owned()),
+            status_path: Some(crate::STATUS_PATH.to_owned()),
             ping: Some(("/fpm-ping".to_owned(), "pong".to_owned())),
             request_terminate_timeout: None,
             listen_backlog: 511,

@@ -23,6 +23,7 @@ mod nginx;
 mod process;
 pub mod prometheus;
 mod relay;
+mod status;
 mod wait;
 
 pub use checksum::Crc32;
@@ -32,4 +33,5 @@ pub use locate::{fixtures_dir, nginx_binary, php_fpm_binary, NGINX_BIN_ENV, PHP_
 pub use net::{free_port, FpmAddress, Stream};
 pub use nginx::Nginx;
 pub use relay::CountingRelay;
+pub use status::{status_page_params, STATUS_PATH};
 pub use wait::eventually;

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
 use gateway::config::Config;
 use gateway::snapshot::SharedState;
-use gateway::Gateway;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use rustls::pki_types::CertificateDer;
@@ -22,9 +21,7 @@ use support::logs::LogCapture;
 use support::multi_tenant::send_to;
 use support::pebble::{free_port, until, Pebble};
 use support::tls_client::{client_config, connect, get, peer_leaf, send};
-use support::{start_fpm, within, Reply};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use support::{start_fpm, Reply, Served};
 
 /// How long a first certificate may take: pebble answers at once (`PEBBLE_VA_NOSLEEP`),
 /// but the machine may be busy compiling.
@@ -45,8 +42,7 @@ struct Running {
     state: Arc<SharedState>,
     admin: SocketAddr,
     tls: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    served: Served,
 }
 
 impl Site {
@@ -115,30 +111,19 @@ acme_ca_root = {ca_root:?}
     async fn start(&self) -> Running {
         let config = Config::load(self.path("tenants.toml"))
             .unwrap_or_else(|err| panic!("test config: {err}"));
-        let gateway = Gateway::bind(config).await.expect("gateway binds");
-        let state = gateway.state().clone();
-        let admin = gateway.admin_addr().expect("admin API");
-        let tls = gateway.tls_addrs()[0];
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.serve(async {
-            let _ = stopped.await;
-        }));
+        let served = Served::bind(config).await;
         Running {
-            state,
-            admin,
-            tls,
-            stop,
-            task,
+            state: served.state.clone(),
+            admin: served.admin.expect("admin API"),
+            tls: served.tls[0],
+            served,
         }
     }
 }
 
 impl Running {
     async fn stopped(self) {
-        let _ = self.stop.send(());
-        within(Duration::from_secs(40), "the gateway to stop", self.task)
-            .await
-            .expect("serve did not panic");
+        self.served.stopped(Duration::from_secs(40)).await;
     }
 
     /// The leaf served for `host`, once a handshake trusting `root` succeeds.

@@ -68,15 +68,7 @@ async fn busy_fpm_workers(fpm: &Fpm) -> Vec<String> {
     };
     let pool = fcgi_core::Pool::new(upstream, fcgi_core::PoolConfig::default());
     let mut params = fcgi_core::Params::new();
-    for (name, value) in [
-        ("GATEWAY_INTERFACE", "CGI/1.1"),
-        ("SERVER_PROTOCOL", "HTTP/1.1"),
-        ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_NAME", "/fpm-status"),
-        ("SCRIPT_FILENAME", "/fpm-status"),
-        ("REQUEST_URI", "/fpm-status?json&full"),
-        ("QUERY_STRING", "json&full"),
-    ] {
+    for (name, value) in fpm_harness::status_page_params("json&full") {
         params.insert(name, value).expect("small param");
     }
     let body = within(REQUEST_LIMIT, "the PHP-FPM status page", async {
@@ -98,7 +90,7 @@ async fn busy_fpm_workers(fpm: &Fpm) -> Vec<String> {
         // body shows "Getting request information".
         .filter(|process| process["state"] != "Idle" && process["state"] != "Finishing")
         .map(|process| process["request uri"].as_str().unwrap_or("-").to_owned())
-        .filter(|uri| uri != "-" && !uri.starts_with("/fpm-status"))
+        .filter(|uri| uri != "-" && !uri.starts_with(fpm_harness::STATUS_PATH))
         .collect()
 }
 

@@ -11,14 +11,12 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use fpm_harness::{fixtures_dir, Crc32, Fpm, FpmConfig, Listen};
 use gateway::config::Config;
-use gateway::Gateway;
 use http::{Request, StatusCode, Version};
 use http_body_util::Full;
 use rustls::pki_types::CertificateDer;
 use support::multi_tenant::send_to;
 use support::tls_client::{client_config, connect, get, peer_leaf, send, TestCa};
-use support::{start_fpm, within, REQUEST_LIMIT};
-use tokio::sync::oneshot;
+use support::{start_fpm, within, Served, REQUEST_LIMIT};
 
 /// PHP-FPM and a gateway with a plain and a TLS listener, tenants with file certificates.
 struct TlsGateway {
@@ -28,7 +26,7 @@ struct TlsGateway {
     dir: tempfile::TempDir,
     leaf_a: CertificateDer<'static>,
     leaf_b: CertificateDer<'static>,
-    _stop: oneshot::Sender<()>,
+    _served: Served,
     fpm: Fpm,
 }
 
@@ -77,21 +75,15 @@ tls = "off"
         );
         let config = Config::parse(&text, "tenants.toml", dir.path())
             .unwrap_or_else(|err| panic!("test config is valid: {err}"));
-        let gateway = Gateway::bind(config).await.expect("gateway binds");
-        let plain = gateway.local_addrs()[0];
-        let tls = gateway.tls_addrs()[0];
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(gateway.serve(async {
-            let _ = stopped.await;
-        }));
+        let served = Served::bind(config).await;
         TlsGateway {
-            plain,
-            tls,
+            plain: served.addr,
+            tls: served.tls[0],
             ca,
             dir,
             leaf_a,
             leaf_b,
-            _stop: stop,
+            _served: served,
             fpm,
         }
     }

@@ -87,15 +87,7 @@ pub fn get(script: &str, query: &str) -> Request {
 /// SCRIPT_NAME and never runs a script for it.
 pub fn fpm_status_request() -> Request {
     let mut params = Params::new();
-    for (name, value) in [
-        ("GATEWAY_INTERFACE", "CGI/1.1"),
-        ("SERVER_PROTOCOL", "HTTP/1.1"),
-        ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_NAME", "/fpm-status"),
-        ("SCRIPT_FILENAME", "/fpm-status"),
-        ("REQUEST_URI", "/fpm-status?json"),
-        ("QUERY_STRING", "json"),
-    ] {
+    for (name, value) in fpm_harness::status_page_params("json") {
         params.insert(name, value).expect("small param");
     }
     Request::new(params)

@@ -171,8 +171,9 @@ impl Activity {
         });
     }
 
-    /// Bytes came in: after a keep-alive pause, a new head has begun.
-    fn bytes_read(&self) {
+    /// Applies `change(word, since, now)` while the connection is idle. Most reads and
+    /// writes happen mid-request: one load tells them apart before the clock is read.
+    fn update_if_idle(&self, mut change: impl FnMut(u64, u64, u64) -> Option<u64>) {
         if !matches!(
             decode(self.word.load(Ordering::Acquire)),
             Phase::Idle { .. }
@@ -181,25 +182,20 @@ impl Activity {
         }
         let now = self.now();
         self.update(|word| match decode(word) {
-            Phase::Idle { .. } => Some(with_since(word & !IDLE_BIT, now)),
+            Phase::Idle { since } => change(word, since, now),
             _ => None,
         });
+    }
+
+    /// Bytes came in: after a keep-alive pause, a new head has begun.
+    fn bytes_read(&self) {
+        self.update_if_idle(|word, _, now| Some(with_since(word & !IDLE_BIT, now)));
     }
 
     /// Bytes went out: the tail of the last response is still being sent, so the idle
     /// time counts from now.
     fn bytes_written(&self) {
-        if !matches!(
-            decode(self.word.load(Ordering::Acquire)),
-            Phase::Idle { .. }
-        ) {
-            return;
-        }
-        let now = self.now();
-        self.update(|word| match decode(word) {
-            Phase::Idle { since } if since < now => Some(with_since(word, now)),
-            _ => None,
-        });
+        self.update_if_idle(|word, since, now| (since < now).then(|| with_since(word, now)));
     }
 
     fn verdict(&self, timeouts: Timeouts) -> Verdict {

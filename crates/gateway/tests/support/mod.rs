@@ -112,6 +112,8 @@ pub struct Served {
     pub addr: SocketAddr,
     /// The admin API's address, when the config has one.
     pub admin: Option<SocketAddr>,
+    /// The TLS listeners' addresses (none without `tls_listen`).
+    pub tls: Vec<SocketAddr>,
     /// Current snapshot and telemetry, to look at the pool and the registry.
     pub state: Arc<SharedState>,
     /// The reloader `serve` runs the file watcher with.
@@ -126,6 +128,7 @@ impl Served {
         let gateway = Gateway::bind(config).await.expect("gateway binds port 0");
         let addr = gateway.local_addrs()[0];
         let admin = gateway.admin_addr();
+        let tls = gateway.tls_addrs();
         let state = gateway.state().clone();
         let reloader = gateway.reloader().clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -135,6 +138,7 @@ impl Served {
         Served {
             addr,
             admin,
+            tls,
             state,
             reloader,
             stop: Some(stop),
