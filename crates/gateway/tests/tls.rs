@@ -1,7 +1,8 @@
 //! HTTPS with certificate files: the certificate chosen by SNI from the tenant registry,
 //! unknown names refused, 421 for a Host of another tenant, HTTP/2 and HTTP/1.1 by ALPN,
 //! a replaced certificate file served on the next handshake, the CGI params of a TLS
-//! connection, uploads and big downloads, and plain HTTP's redirect to HTTPS.
+//! connection, uploads and big downloads (a big static file too, read over TLS and sent
+//! with sendfile on plain HTTP), and plain HTTP's redirect to HTTPS.
 
 mod support;
 
@@ -383,4 +384,74 @@ async fn a_returning_client_resumes_its_tls_session() {
         Some(rustls::HandshakeKind::Resumed)
     );
     assert_eq!(peer_leaf(&second), gw.leaf_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_static_file_arrives_intact_over_https_and_over_plain_http() {
+    // Over TLS the file is read (pread), on plain HTTP sent with sendfile(2): both must
+    // give the file's bytes, with HTTP/2 and HTTP/1.1, whole and by range.
+    let fpm = start_fpm(FpmConfig::new().listen(Listen::Unix).workers(1));
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(root.join("big.bin"), &content).unwrap();
+    let ca = TestCa::new();
+    ca.issue(
+        &["a.example"],
+        &dir.path().join("a.crt"),
+        &dir.path().join("a.key"),
+    );
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nredirect_https = false\n\n\
+         [fastcgi]\nupstream = {upstream:?}\nroot = {root:?}\nmax_connections = 1\n\n\
+         [tenants.a]\nhosts = [\"a.example\"]\ntls = {{ cert = \"a.crt\", key = \"a.key\" }}\n",
+        upstream = fpm.address().to_upstream_string(),
+        root = root.display().to_string(),
+    );
+    let config = Config::parse(&text, "tenants.toml", dir.path())
+        .unwrap_or_else(|err| panic!("test config is valid: {err}"));
+    let gateway = Gateway::bind(config).await.expect("gateway binds");
+    let (plain, tls_addr) = (gateway.local_addrs()[0], gateway.tls_addrs()[0]);
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(async {
+        let _ = stopped.await;
+    }));
+
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let tls = connect(tls_addr, client_config(&[ca.der()], &[alpn]), "a.example")
+            .await
+            .expect("handshake");
+        let (reply, _) = send(tls, get("a.example", "/big.bin")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            reply.body[..] == content[..],
+            "whole file over TLS ({alpn:?})"
+        );
+
+        let tls = connect(tls_addr, client_config(&[ca.der()], &[alpn]), "a.example")
+            .await
+            .expect("handshake");
+        let ranged = Request::get("https://a.example/big.bin")
+            .header("host", "a.example")
+            .header("range", "bytes=1000000-2199999")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (reply, _) = send(tls, ranged).await;
+        assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
+        assert!(
+            reply.body[..] == content[1_000_000..2_200_000],
+            "range over TLS"
+        );
+    }
+    let reply = send_to(
+        plain,
+        Request::get("/big.bin")
+            .header("host", "a.example")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body[..] == content[..], "whole file over plain HTTP");
 }
