@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Options after `--`: `--quick` (short runs, results in `benches/results/quick/`),
-//! `--rounds N` (measured runs per server at 32 connections, median by req/s; default 3),
-//! `--duration SECS` (per run; default 10), `--only c32,c1000,memory,fairness,compressed,static,upstreams,tls`
+//! `--rounds N` (measured runs per server at 32 connections and in the HTTPS rows, median
+//! by req/s; default 3),
+//! `--duration SECS` (per run; default 10),
+//! `--only c32,c1000,memory,fairness,compressed,static,upstreams,tls`
 //! (compressed: a 100 KB page with `Accept-Encoding: gzip`, gateway vs nginx at gzip
 //! level 5: CPU per request and bytes on the wire; static: 4 KB, 300 KB and 20 MB files,
 //! gateway vs nginx with `sendfile on; tcp_nopush on`; upstreams: `hello.php` through an
