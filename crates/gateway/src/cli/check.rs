@@ -3,9 +3,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::config::{AcmeChallenge, TlsSetting};
 use crate::config::{Config, ConfigError};
 use crate::tenant::registry::Registry;
-use crate::config::{AcmeChallenge, TlsSetting};
 
 /// Validates the config at `path` and describes what it would serve.
 pub fn check(path: &Path) -> Result<String, ConfigError> {
