@@ -411,12 +411,8 @@ async fn a_big_static_file_arrives_intact_over_https_and_over_plain_http() {
     );
     let config = Config::parse(&text, "tenants.toml", dir.path())
         .unwrap_or_else(|err| panic!("test config is valid: {err}"));
-    let gateway = Gateway::bind(config).await.expect("gateway binds");
-    let (plain, tls_addr) = (gateway.local_addrs()[0], gateway.tls_addrs()[0]);
-    let (_stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(async {
-        let _ = stopped.await;
-    }));
+    let served = Served::bind(config).await;
+    let (plain, tls_addr) = (served.addr, served.tls[0]);
 
     for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
         let tls = connect(tls_addr, client_config(&[ca.der()], &[alpn]), "a.example")
