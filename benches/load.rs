@@ -341,11 +341,7 @@ fn measure_started(server: &Server, path: &str, options: &Options, rounds: usize
         timeout: CLIENT_TIMEOUT,
         headers: Vec::new(),
     };
-    WrkRun {
-        duration: options.warmup,
-        ..run.clone()
-    }
-    .run();
+    run.warm_up(options.warmup);
     let mut rows: Vec<Row> = (0..rounds)
         .map(|_| {
             let row = measure_once(server, &run);
@@ -445,11 +441,7 @@ fn measure_compressed(kind: Kind, gateway_bin: &Path, options: &Options) -> Row 
         timeout: CLIENT_TIMEOUT,
         headers: vec!["Accept-Encoding: gzip".to_owned()],
     };
-    WrkRun {
-        duration: options.warmup,
-        ..run.clone()
-    }
-    .run();
+    run.warm_up(options.warmup);
     let mut rows: Vec<Row> = (0..options.rounds)
         .map(|_| {
             let row = measure_once(&server, &run);
@@ -614,11 +606,7 @@ fn measure_fairness(kind: Kind, gateway_bin: &Path, options: &Options) -> Fairne
         timeout: CLIENT_TIMEOUT,
         headers: Vec::new(),
     };
-    WrkRun {
-        duration: options.warmup,
-        ..b.clone()
-    }
-    .run();
+    b.warm_up(options.warmup);
     let b_base = b.run();
     // A starts first and outlasts B, so B is measured against a full flood throughout.
     let a = WrkRun {

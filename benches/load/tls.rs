@@ -160,11 +160,7 @@ pub fn measure(
                 timeout: CLIENT_TIMEOUT,
                 headers: Vec::new(),
             };
-            WrkRun {
-                duration: options.warmup,
-                ..run.clone()
-            }
-            .run();
+            run.warm_up(options.warmup);
             let row = median(options.rounds, || {
                 let row = crate::measure_with(&server, || run.run());
                 eprintln!(

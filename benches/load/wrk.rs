@@ -77,6 +77,15 @@ impl WrkRun {
             .spawn()
             .expect("cannot start wrk (is it installed? apt-get install wrk)")
     }
+    /// Runs the same load for `duration` and drops the report: a warm-up before the
+    /// measured runs (connections opened, PHP-FPM workers and caches warm).
+    pub fn warm_up(&self, duration: Duration) {
+        WrkRun {
+            duration,
+            ..self.clone()
+        }
+        .run();
+    }
 
     /// Runs wrk to its end and parses its report.
     pub fn run(&self) -> WrkReport {
