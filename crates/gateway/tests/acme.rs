@@ -1,7 +1,8 @@
 //! Automatic certificates against a real ACME CA (pebble, Let's Encrypt's test server):
 //! issuance through TLS-ALPN-01 and HTTP-01, reuse after a restart, a tenant added through
 //! the admin API served over HTTPS within seconds, a removed tenant not renewed, no order
-//! for a name no tenant serves. Skipped with a message when pebble is not installed.
+//! for a name no tenant serves, early renewal when the CA's renewal information (ARI) says
+//! so. Skipped with a message when pebble is not installed.
 
 mod support;
 
@@ -17,6 +18,7 @@ use gateway::snapshot::SharedState;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use rustls::pki_types::CertificateDer;
+use support::ari::{self, AriFront};
 use support::logs::LogCapture;
 use support::multi_tenant::send_to;
 use support::pebble::{free_port, until, Pebble};
@@ -74,6 +76,12 @@ impl Site {
     /// Writes the config: `challenge`, and a tenant per host of `hosts` (named like
     /// its first label).
     fn write_config(&self, pebble: &Pebble, challenge: &str, hosts: &[&str]) {
+        self.write_config_for(&pebble.directory, pebble, challenge, hosts);
+    }
+
+    /// [`Site::write_config`] with another ACME directory URL (one served by a front
+    /// trusting the same root as pebble's listener).
+    fn write_config_for(&self, directory: &str, pebble: &Pebble, challenge: &str, hosts: &[&str]) {
         let mut text = format!(
             r#"[server]
 listen = "127.0.0.1:{plain}"
@@ -96,7 +104,7 @@ acme_ca_root = {ca_root:?}
             tls = self.tls_port,
             upstream = self._fpm.address().to_upstream_string(),
             root = fixtures_dir().display().to_string(),
-            directory = pebble.directory,
+            directory = directory,
             ca_root = pebble.listener_root.display().to_string(),
         );
         for host in hosts {
@@ -344,6 +352,65 @@ async fn a_tenant_added_through_the_admin_api_is_served_over_https_and_a_removed
         c_cert
     );
     assert!(gateway.state.tls.status_of("c.test").is_none());
+    gateway.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow end-to-end (pebble); scripts/test.sh runs it"]
+async fn a_certificate_is_renewed_early_when_the_cas_renewal_information_says_so() {
+    if !Pebble::available() {
+        return;
+    }
+    let site = Site::new();
+    // Valid a day: by the third-of-lifetime rule, renewal would be 16 h away.
+    let pebble = site.pebble(86_400).await;
+    let front = AriFront::start(&pebble, site.dir.path()).await;
+    site.write_config_for(&front.directory, &pebble, "tls-alpn-01", &["r.test"]);
+    let gateway = site.start().await;
+    let root = pebble.issuing_root().await;
+    let first = gateway.wait_for_leaf(&root, "r.test").await;
+
+    // The CA's window for the first certificate has begun: it is replaced now, once.
+    let renewed = until(ISSUE_LIMIT, async || {
+        gateway
+            .served_leaf(&root, "r.test")
+            .await
+            .is_some_and(|leaf| leaf != first)
+    })
+    .await;
+    assert!(
+        renewed,
+        "r.test was not renewed early; ARI asked about {:?}; status {:?}",
+        front.asked(),
+        gateway.state.tls.status_of("r.test")
+    );
+    let second = gateway.served_leaf(&root, "r.test").await.expect("served");
+    // The renewal information was asked for the certificate served, by its identifier.
+    let asked = front.asked();
+    assert_eq!(
+        asked.first(),
+        Some(&ari::identifier_of(&first)),
+        "{asked:?}"
+    );
+    // The new certificate is asked about too, and its window (a month away) is kept: no
+    // second renewal.
+    let asked_second = until(ISSUE_LIMIT, async || {
+        front.asked().contains(&ari::identifier_of(&second))
+    })
+    .await;
+    assert!(asked_second, "{:?}", front.asked());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gateway.state.tls.orders_placed(), 2);
+    let status = gateway.state.tls.status_of("r.test").expect("status");
+    assert_eq!(status.state, "valid", "{status:?}");
+    // Whichever comes first: the new window is a month away, so the day-long
+    // certificate's own rule (a third of its life before the end) is what shows.
+    let renew_at = status.renew_at.expect("renew_at");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(renew_at > now + 3600, "renew_at {renew_at}, now {now}");
     gateway.stopped().await;
 }
 

@@ -56,6 +56,23 @@ pub fn tenants_show(path: &Path, name: &str, json: bool) -> Result<String, CliEr
     if let Some(upstream) = tenant.upstream {
         let _ = writeln!(out, "upstream:        {upstream}");
     }
+    if let Some(offered) = tenant.effective_compression {
+        let list = if offered.is_empty() {
+            "off".to_owned()
+        } else {
+            offered
+                .iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let source = if tenant.compression.is_some() {
+            ""
+        } else {
+            "   (inherited)"
+        };
+        let _ = writeln!(out, "compression:     {list}{source}");
+    }
     let _ = writeln!(out, "params:");
     let width = own
         .keys()
@@ -106,6 +123,25 @@ mod tests {
         let json = tenants_show(&path, "own", true).unwrap();
         let json: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(json["private_root"], "/data/{tenant}");
+    }
+
+    #[test]
+    fn show_prints_the_compression_a_tenant_gets_its_own_or_inherited() {
+        let with_own = CONFIG.replacen(
+            "[tenants.",
+            "[tenants.own]\nhosts = [\"own.example\"]\ncompression = [\"br\"]\n\n[tenants.off]\nhosts = [\"off.example\"]\ncompression = []\n\n[tenants.",
+            1,
+        );
+        let (_dir, path) = scratch(&with_own);
+        let text = tenants_show(&path, "own", false).unwrap();
+        assert!(text.contains("compression:     br\n"), "{text}");
+        let text = tenants_show(&path, "off", false).unwrap();
+        assert!(text.contains("compression:     off\n"), "{text}");
+        let text = tenants_show(&path, "centro1", false).unwrap();
+        assert!(
+            text.contains("compression:     zstd, br, gzip   (inherited)\n"),
+            "{text}"
+        );
     }
 
     #[test]

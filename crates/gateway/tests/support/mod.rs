@@ -9,7 +9,8 @@
 //!   and hyper's pooled client; for failures and limits.
 //! - [`live`]: the gateway serving a config *file* (so the watcher and the usage flusher
 //!   run), and a keep-alive client connection; for reloads and metering.
-//! - [`pebble`]: Let's Encrypt's test CA and its DNS server, for the ACME tests.
+//! - [`pebble`]: Let's Encrypt's test CA and its DNS server, for the ACME tests; [`ari`]:
+//!   renewal information (RFC 9773) in front of it.
 //! - [`tls_client`]: a test CA and an HTTPS client (SNI, ALPN, HTTP/1.1 and HTTP/2).
 //! - [`logs`]: a capture of what the gateway logs; [`payload`]: checkable payloads and
 //!   this process's memory; [`prometheus`] (a strict reader of `/metrics`) and
@@ -18,6 +19,7 @@
 //! Each test file is its own crate and uses only some of these.
 #![allow(dead_code)]
 
+pub mod ari;
 pub mod live;
 pub mod logs;
 pub mod multi_tenant;

@@ -144,6 +144,12 @@ impl Pebble {
         }
     }
 
+    /// The CA of pebble's listener certificate (to make more servers the same
+    /// `acme_ca_root` trusts).
+    pub fn ca(&self) -> &TestCa {
+        &self.ca
+    }
+
     /// The root of the certificates pebble issues (it makes a new one at each start).
     pub async fn issuing_root(&self) -> CertificateDer<'static> {
         let tls = connect(
