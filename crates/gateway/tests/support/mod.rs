@@ -11,6 +11,7 @@
 //!   run), and a keep-alive client connection; for reloads and metering.
 //! - [`pebble`]: Let's Encrypt's test CA and its DNS server, for the ACME tests.
 //! - [`tls_client`]: a test CA and an HTTPS client (SNI, ALPN, HTTP/1.1 and HTTP/2).
+//! - [`chromium`]: headless Chromium driven over the DevTools protocol, for the dashboard.
 //! - [`logs`]: a capture of what the gateway logs; [`payload`]: checkable payloads and
 //!   this process's memory; [`prometheus`] (a strict reader of `/metrics`) and
 //!   [`eventually`] come from `fpm-harness`, shared with fcgi-core's tests.
@@ -18,6 +19,7 @@
 //! Each test file is its own crate and uses only some of these.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod live;
 pub mod logs;
 pub mod multi_tenant;
