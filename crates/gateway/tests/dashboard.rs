@@ -124,6 +124,15 @@ impl Harness {
         );
     }
 
+    /// The rows of `GET /usage/hourly?{query}`, which must succeed.
+    async fn hourly(&self, query: &str) -> Vec<serde_json::Value> {
+        let reply = self
+            .admin_get(&format!("/usage/hourly?{query}"), true)
+            .await;
+        assert_eq!(reply.status, 200, "{query}: {}", reply.text());
+        reply.json()["hours"].as_array().expect("hours").clone()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
@@ -441,6 +450,79 @@ async fn signed_in_the_operator_sees_the_tenants_and_suspends_and_resumes_one() 
             .await,
         0
     );
+}
+
+#[tokio::test]
+async fn the_usage_endpoints_give_the_last_hour_by_minute_and_chosen_hours() {
+    let h = Harness::start().await;
+    h.traffic().await;
+
+    let recent = h.admin_get("/usage/recent", true).await;
+    assert_eq!(recent.status, 200, "{}", recent.text());
+    let recent = recent.json();
+    assert_eq!(recent["step_seconds"], 60);
+    let points = recent["starts"].as_array().expect("starts").len();
+    assert!(points >= 1);
+    assert_eq!(recent["seconds"].as_array().expect("seconds").len(), points);
+    let total = |tenant: &serde_json::Value, counter: &str| -> u64 {
+        let counts = tenant[counter].as_array().expect("a column per counter");
+        assert_eq!(counts.len(), points, "{counter}");
+        counts.iter().map(|n| n.as_u64().expect("a count")).sum()
+    };
+    let tenants = recent["tenants"].as_array().expect("tenants");
+    let names: Vec<&str> = tenants
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["blog", "shop"]);
+    assert_eq!(total(&tenants[0], "requests"), 4);
+    assert_eq!(total(&tenants[0], "status_4xx"), 1);
+    assert_eq!(total(&tenants[1], "requests"), 5);
+    assert!(total(&tenants[1], "fpm_time_us") > 0);
+    let blog = h.admin_get("/usage/recent?tenant=blog", true).await.json();
+    assert_eq!(blog["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        h.admin_get("/usage/recent?tenant=No!", true).await.status,
+        400
+    );
+
+    // The hourly rows, once flushed; a range can leave the current hour out.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hour = now / 3600 * 3600;
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = h.hourly(&format!("tenant=shop&since={hour}")).await;
+        if rows
+            .iter()
+            .map(|r| r["requests"].as_u64().unwrap())
+            .sum::<u64>()
+            == 5
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let sum: u64 = rows.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+    assert_eq!(sum, 5, "the shop's requests flushed: {rows:?}");
+    assert!(rows
+        .iter()
+        .all(|r| r["tenant"] == "shop" && r["hour"].as_u64().unwrap() >= hour));
+    let before = h
+        .hourly(&format!("since={}&until={hour}", hour - 86_400))
+        .await;
+    assert!(before.is_empty(), "{before:?}");
+    let backwards = h
+        .hourly(&format!("since={hour}&until={}", hour - 3600))
+        .await;
+    assert!(backwards.is_empty(), "{backwards:?}");
+    for bad in ["since=yesterday", "until=-1", "since=1&since=2"] {
+        let reply = h.admin_get(&format!("/usage/hourly?{bad}"), true).await;
+        assert_eq!(reply.status, 400, "{bad}");
+    }
+    assert_eq!(h.admin_get("/usage/hourly", false).await.status, 401);
 }
 
 /// The state text of `tenant`'s row now.

@@ -73,6 +73,12 @@
   const fmt = (n) => number.format(n);
   const when = (unix) => new Date(unix * 1000).toLocaleString();
   const sum = (values) => values.reduce((a, b) => a + b, 0);
+  const bytes = (n) => {
+    const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+    let unit = 0;
+    while (n >= 1000 && unit < units.length - 1) { n /= 1000; unit += 1; }
+    return fmt(n) + ' ' + units[unit];
+  };
 
   // ---- Charts -----------------------------------------------------------------------
 
@@ -322,8 +328,8 @@
     $('chart').replaceChildren(hourlyChart(usage.hours, since, until));
     const total = (key) => sum(usage.hours.map((row) => row[key]));
     $('usage-totals').textContent = 'In this range: ' + total('requests') + ' requests, ' +
-      fmt(total('fpm_time_us') / 1e6) + ' s in PHP-FPM, ' + fmt(total('bytes_out') / 1e6) +
-      ' MB sent, ' + total('status_5xx') + ' 5xx and ' + total('status_4xx') + ' 4xx responses.';
+      fmt(total('fpm_time_us') / 1e6) + ' s in PHP-FPM, ' + bytes(total('bytes_out')) +
+      ' sent, ' + total('status_5xx') + ' 5xx and ' + total('status_4xx') + ' 4xx responses.';
   }
 
   // ---- Views, session, refresh --------------------------------------------------------
