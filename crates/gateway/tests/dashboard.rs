@@ -60,7 +60,7 @@ params = { TENANT_ID = "blog", MOTTO = '<img src=x onerror="window.__owned=1"><b
 struct Harness {
     addr: SocketAddr,
     admin: SocketAddr,
-    _served: Served,
+    served: Served,
     _dir: tempfile::TempDir,
     _fpm: Fpm,
 }
@@ -79,7 +79,7 @@ impl Harness {
         Harness {
             addr: served.addr,
             admin: served.admin.expect("the admin listener is configured"),
-            _served: served,
+            served,
             _dir: dir,
             _fpm: fpm,
         }
@@ -131,6 +131,21 @@ impl Harness {
             .await;
         assert_eq!(reply.status, 200, "{query}: {}", reply.text());
         reply.json()["hours"].as_array().expect("hours").clone()
+    }
+
+    /// Records automatic-certificate states as the ACME manager would: the shop's main
+    /// host valid for 60 more days, its `www` host failing.
+    fn certificate_states(&self) {
+        let tls = &self.served.state.tls;
+        tls.update_status("shop.example", "shop", |cert| {
+            cert.state = "valid";
+            cert.not_after = Some(4_102_444_800);
+        });
+        tls.update_status("www.shop.example", "shop", |cert| {
+            cert.state = "failed";
+            cert.failures = 3;
+            cert.last_error = Some("rateLimited".to_owned());
+        });
     }
 
     fn url(&self, path: &str) -> String {
@@ -290,6 +305,7 @@ async fn signed_in_the_operator_sees_the_tenants_and_suspends_and_resumes_one() 
     let Some(browser) = browser() else { return };
     let h = Harness::start().await;
     h.traffic().await;
+    h.certificate_states();
 
     let mut page = browser.new_page().await;
     page.goto(&h.url("/")).await;
@@ -309,10 +325,9 @@ async fn signed_in_the_operator_sees_the_tenants_and_suspends_and_resumes_one() 
     let hosts = page
         .eval("document.querySelector('#tenants tr[data-tenant=shop] td.hosts').innerText")
         .await;
-    assert!(
-        hosts.as_str().unwrap().contains("www.shop.example"),
-        "{hosts}"
-    );
+    let hosts = hosts.as_str().unwrap();
+    assert!(hosts.contains("shop.example TLS valid"), "{hosts}");
+    assert!(hosts.contains("www.shop.example TLS failed"), "{hosts}");
     // Last hour: a sparkline per tenant for requests and PHP-FPM time, and the errors.
     assert_eq!(
         page.eval("document.querySelectorAll('#tenants svg.spark polyline').length")
@@ -453,7 +468,7 @@ async fn signed_in_the_operator_sees_the_tenants_and_suspends_and_resumes_one() 
 }
 
 #[tokio::test]
-async fn the_usage_endpoints_give_the_last_hour_by_minute_and_chosen_hours() {
+async fn the_api_gives_the_last_hour_by_minute_chosen_hours_and_certificates_in_the_list() {
     let h = Harness::start().await;
     h.traffic().await;
 
@@ -523,6 +538,18 @@ async fn the_usage_endpoints_give_the_last_hour_by_minute_and_chosen_hours() {
         assert_eq!(reply.status, 400, "{bad}");
     }
     assert_eq!(h.admin_get("/usage/hourly", false).await.status, 401);
+
+    // The list carries each tenant's certificates, when it has any.
+    h.certificate_states();
+    let list = h.admin_get("/tenants", true).await.json();
+    let tenants = list["tenants"].as_array().expect("tenants");
+    assert!(tenants[0].get("certificates").is_none(), "{list}");
+    assert_eq!(tenants[1]["name"], "shop");
+    assert_eq!(tenants[1]["certificates"]["shop.example"]["state"], "valid");
+    assert_eq!(
+        tenants[1]["certificates"]["www.shop.example"]["failures"],
+        3
+    );
 }
 
 /// The state text of `tenant`'s row now.
