@@ -11,6 +11,8 @@
 #   --with-bench  wrk, the HTTP load generator used by the benchmarks,
 #                 caddy, a second reference server in the load benchmark, and
 #                 h2load (package nghttp2-client) for its HTTP/2 rows
+#   --with-chromium  chromium (Debian's package), the headless browser of the
+#                 dashboard tests (crates/gateway/tests/dashboard.rs)
 #   --print-path  print the php-fpm binary path on stdout when done
 #
 # Idempotent: does nothing when everything is present, otherwise runs
@@ -23,12 +25,14 @@ set -euo pipefail
 with_nginx=0
 with_bench=0
 with_pebble=0
+with_chromium=0
 print_path=0
 for arg in "$@"; do
     case "$arg" in
         --with-nginx) with_nginx=1 ;;
         --with-bench) with_bench=1 ;;
         --with-pebble) with_pebble=1 ;;
+        --with-chromium) with_chromium=1 ;;
         --print-path) print_path=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -96,6 +100,9 @@ fi
 if ((with_pebble)) && ! command -v pebble >/dev/null 2>&1; then
     packages+=(pebble)
 fi
+if ((with_chromium)) && ! command -v chromium >/dev/null 2>&1; then
+    packages+=(chromium)
+fi
 if ((with_bench)) && ! command -v caddy >/dev/null 2>&1; then
     packages+=(caddy)
 fi
@@ -107,6 +114,7 @@ if ((${#packages[@]} == 0)); then
     found="php-fpm at $php_fpm"
     if ((with_nginx)); then found+=", nginx at $(find_nginx)"; fi
     if ((with_pebble)); then found+=", pebble at $(command -v pebble)"; fi
+    if ((with_chromium)); then found+=", chromium at $(command -v chromium)"; fi
     if ((with_bench)); then found+=", wrk at $(command -v wrk), caddy at $(command -v caddy), h2load at $(command -v h2load)"; fi
     log "nothing to do: $found"
 else

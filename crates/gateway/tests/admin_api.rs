@@ -1045,6 +1045,8 @@ async fn health_and_the_openapi_document() {
         "/tenants/{name}/resume",
         "/reload",
         "/usage",
+        "/usage/recent",
+        "/usage/hourly",
         "/metrics",
         "/upstreams",
         "/healthz",
@@ -1078,7 +1080,13 @@ async fn wrong_methods_and_unknown_paths() {
     let reply = h.call("OPTIONS", "/tenants/t1", None).await;
     assert_eq!(reply.status, 204);
     assert_eq!(reply.header("allow"), Some("GET, HEAD, PUT, DELETE"));
-    for path in ["/", "/tenants/", "/tenants/t1/pause", "/v1/tenants"] {
+    for path in [
+        "/tenants/",
+        "/tenants/t1/pause",
+        "/v1/tenants",
+        "/ui/",
+        "/ui/x.js",
+    ] {
         h.call("GET", path, None)
             .await
             .expect(404, Some("not_found"));

@@ -8,7 +8,10 @@
 //! - [`route`]: method + path → [`route::Route`], pure;
 //! - `tenants`: the tenant resources; edits go through
 //!   [`ConfigDocument`](crate::config::ConfigDocument);
-//! - `status`: reload, usage, metrics, health;
+//! - `status`: reload, usage, metrics, health; `recent`: the last hour per tenant, sampled
+//!   from the usage meter each minute;
+//! - `dashboard`: the operator's web page (`GET /`, `/ui/…`), served without the token
+//!   (it holds no data) and reading everything through this API;
 //! - `error`: every failure mapped to a status and a JSON body in one place.
 //!
 //! # Invariants
@@ -25,7 +28,9 @@
 //!   authentication off only if the listener is bound to loopback (the address is bound
 //!   once, at start, whatever a later file says).
 
+mod dashboard;
 mod error;
+mod recent;
 mod route;
 mod status;
 mod tenants;
@@ -90,6 +95,8 @@ struct AdminApi {
     /// The last token in service: still required when a reload drops the token while
     /// the listener is bound off loopback.
     last_token: std::sync::Mutex<Option<AdminToken>>,
+    /// The usage meter sampled each minute, for `GET /usage/recent`.
+    recent: Arc<recent::RecentUsage>,
 }
 
 impl AdminServer {
@@ -123,6 +130,10 @@ impl AdminServer {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT);
         let mut shutdown = std::pin::pin!(shutdown);
+        let sampler = tokio::spawn(recent::run_sampler(
+            self.api.recent.clone(),
+            self.api.state.telemetry.usage.clone(),
+        ));
         while let Some((stream, remote)) = accept(&self.listener, &mut shutdown).await {
             let api = self.api.clone();
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -137,6 +148,7 @@ impl AdminServer {
             });
         }
         drop(self.listener);
+        sampler.abort();
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
             .await
             .is_err()
@@ -149,12 +161,15 @@ impl AdminServer {
 impl AdminApi {
     fn new(state: Arc<SharedState>, reloader: Arc<Reloader>, loopback: bool) -> AdminApi {
         let token = state.load().config.server.admin_token.clone();
+        let recent = Arc::new(recent::RecentUsage::default());
+        recent.sample(&state.telemetry.usage);
         AdminApi {
             state,
             reloader,
             edits: Arc::new(tokio::sync::Mutex::new(())),
             loopback,
             last_token: std::sync::Mutex::new(token),
+            recent,
         }
     }
 
@@ -204,6 +219,11 @@ impl AdminApi {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // The dashboard's files hold no data: served without the token, which the page
+        // then sends with each API call.
+        if let Some(page) = dashboard::respond(req.method(), req.uri().path()) {
+            return Ok(page);
+        }
         self.authorize(req.headers())?;
         let route = match route::route(req.method(), req.uri().path()) {
             Ok(route) => route,
@@ -232,6 +252,10 @@ impl AdminApi {
             Route::Resume(name) => tenants::set_enabled(self, &name, true).await,
             Route::Reload => status::reload(&self.reloader).await,
             Route::Usage => status::usage(&self.state, req.uri().query()).await,
+            Route::UsageRecent => {
+                status::usage_recent(&self.state, &self.recent, req.uri().query())
+            }
+            Route::UsageHourly => status::usage_hourly(&self.state, req.uri().query()).await,
             Route::Metrics => Ok(status::metrics(&self.state, &self.reloader)),
             Route::Upstreams => Ok(status::upstreams(&self.state)),
             Route::Health => Ok(status::health(&self.state, &self.reloader)),

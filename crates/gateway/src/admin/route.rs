@@ -26,6 +26,10 @@ pub enum Route {
     Reload,
     /// `GET /usage`
     Usage,
+    /// `GET /usage/recent`
+    UsageRecent,
+    /// `GET /usage/hourly`
+    UsageHourly,
     /// `GET /metrics`
     Metrics,
     /// `GET /upstreams`
@@ -63,6 +67,8 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/tenants/{name}/resume", &["POST"]),
     ("/reload", &["POST"]),
     ("/usage", &["GET"]),
+    ("/usage/recent", &["GET"]),
+    ("/usage/hourly", &["GET"]),
     ("/metrics", &["GET"]),
     ("/upstreams", &["GET"]),
     ("/healthz", &["GET"]),
@@ -77,6 +83,8 @@ enum Resource {
     Resume(String),
     Reload,
     Usage,
+    UsageRecent,
+    UsageHourly,
     Metrics,
     Upstreams,
     Health,
@@ -90,6 +98,8 @@ impl Resource {
         match self {
             Resource::Tenants
             | Resource::Usage
+            | Resource::UsageRecent
+            | Resource::UsageHourly
             | Resource::Metrics
             | Resource::Upstreams
             | Resource::Health
@@ -113,6 +123,8 @@ pub fn route(method: &Method, path: &str) -> Result<Route, Miss> {
         (Resource::Resume(name), &Method::POST) => Route::Resume(name),
         (Resource::Reload, &Method::POST) => Route::Reload,
         (Resource::Usage, _) if read => Route::Usage,
+        (Resource::UsageRecent, _) if read => Route::UsageRecent,
+        (Resource::UsageHourly, _) if read => Route::UsageHourly,
         (Resource::Metrics, _) if read => Route::Metrics,
         (Resource::Upstreams, _) if read => Route::Upstreams,
         (Resource::Health, _) if read => Route::Health,
@@ -141,6 +153,8 @@ fn resource(path: &str) -> Option<Resource> {
         ["tenants", name, "resume"] if !name.is_empty() => Resource::Resume(decode_segment(name)),
         ["reload"] => Resource::Reload,
         ["usage"] => Resource::Usage,
+        ["usage", "recent"] => Resource::UsageRecent,
+        ["usage", "hourly"] => Resource::UsageHourly,
         ["metrics"] => Resource::Metrics,
         ["upstreams"] => Resource::Upstreams,
         ["healthz"] => Resource::Health,
@@ -231,6 +245,8 @@ mod tests {
             ("POST", "/tenants/a/resume", Route::Resume("a".into())),
             ("POST", "/reload", Route::Reload),
             ("GET", "/usage", Route::Usage),
+            ("GET", "/usage/recent", Route::UsageRecent),
+            ("GET", "/usage/hourly", Route::UsageHourly),
             ("GET", "/metrics", Route::Metrics),
             ("GET", "/upstreams", Route::Upstreams),
             ("GET", "/healthz", Route::Health),

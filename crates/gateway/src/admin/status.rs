@@ -1,5 +1,5 @@
-//! The admin API's operational endpoints: `POST /reload`, `GET /usage`, `GET /metrics`
-//! and `GET /healthz`.
+//! The admin API's operational endpoints: `POST /reload`, `GET /usage` (and `/usage/recent`,
+//! `/usage/hourly`), `GET /metrics`, `GET /upstreams` and `GET /healthz`.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::json_response;
+use super::recent::RecentUsage;
 use super::route::query_param;
 use crate::config::tenant::is_valid_tenant_name;
 use crate::metrics;
@@ -127,4 +128,83 @@ pub(super) fn health(state: &SharedState, reloader: &Reloader) -> Response<Full<
             "last_reload_error": last_error,
         }),
     )
+}
+
+/// `GET /usage/recent[?tenant=NAME]`: the last hour per tenant, minute by minute, from
+/// the admin listener's samples of the meter (see [`RecentUsage`]).
+pub(super) fn usage_recent(
+    state: &SharedState,
+    recent: &RecentUsage,
+    query: Option<&str>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let tenant = tenant_param(query)?;
+    let report = recent.report(&state.telemetry.usage, tenant.as_deref());
+    Ok(json_response(StatusCode::OK, &report))
+}
+
+/// The `GET /usage/hourly` answer.
+#[derive(Serialize)]
+struct HourlyReport {
+    /// One row per tenant and hour from the usage database, by tenant then hour; `None`
+    /// when metering is off.
+    hours: Option<Vec<UsageRow>>,
+}
+
+/// `GET /usage/hourly[?tenant=NAME][&since=UNIX][&until=UNIX]`: the usage database's
+/// hourly rows, for the hours starting in `[since, until)` (`since` is floored to its
+/// hour, so the hour containing it is included; an `until` not after it: no rows).
+pub(super) async fn usage_hourly(
+    state: &SharedState,
+    query: Option<&str>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let tenant = tenant_param(query)?;
+    let since = unix_param(query, "since")?;
+    let until = unix_param(query, "until")?;
+    let hours = match state.load().config.usage.database.clone() {
+        None => None,
+        Some(path) if !path.exists() => Some(Vec::new()),
+        Some(path) => {
+            let rows = tokio::task::spawn_blocking(move || {
+                UsageStore::open_read_only(&path)?.report_hourly(tenant.as_deref(), since)
+            })
+            .await
+            .map_err(|err| ApiError::Internal(format!("the usage query did not finish: {err}")))?
+            .map_err(|err| ApiError::Internal(err.to_string()))?;
+            Some(
+                rows.into_iter()
+                    .filter(|row| until.is_none_or(|until| row.hour.is_some_and(|h| h < until)))
+                    .collect(),
+            )
+        }
+    };
+    Ok(json_response(StatusCode::OK, &HourlyReport { hours }))
+}
+
+/// The optional `tenant` query parameter, checked to be a tenant name.
+fn tenant_param(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let tenant =
+        query_param(query, "tenant").map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    if tenant.as_deref().is_some_and(|t| !is_valid_tenant_name(t)) {
+        return Err(ApiError::BadRequest(
+            "query parameter `tenant` is not a valid tenant name".to_owned(),
+        ));
+    }
+    Ok(tenant)
+}
+
+/// An optional query parameter holding a time as unix seconds (0 or more, at most
+/// year 9999, so adding an hour to it cannot overflow).
+fn unix_param(query: Option<&str>, name: &'static str) -> Result<Option<i64>, ApiError> {
+    const MAX: i64 = 253_402_300_799;
+    let Some(value) =
+        query_param(query, name).map_err(|err| ApiError::BadRequest(err.to_string()))?
+    else {
+        return Ok(None);
+    };
+    match value.parse::<i64>() {
+        Ok(seconds) if (0..=MAX).contains(&seconds) && !value.starts_with('+') => Ok(Some(seconds)),
+        _ => Err(ApiError::BadRequest(format!(
+            "query parameter `{name}` must be a time in unix seconds (0 to {MAX})"
+        ))),
+    }
 }

@@ -7,6 +7,8 @@
 //! written, comments kept, replaced atomically) and put the config they saved in service,
 //! so the answer shows the tenant as it is now served.
 
+use std::collections::{BTreeMap, HashMap};
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
@@ -18,10 +20,21 @@ use crate::config::{Config, ConfigDocument, ConfigErrorKind, TenantSettings};
 use crate::snapshot::SharedState;
 use crate::tenant_ops::{self, PutMode, PutTenant, TenantOpError};
 
-/// `GET /tenants`: every tenant in service, by name.
+/// `GET /tenants`: every tenant in service, by name, with its automatic certificates'
+/// state (the dashboard's overview shows it per host).
 pub(super) fn list(state: &SharedState) -> Response<Full<Bytes>> {
     let snapshot = state.load();
-    let tenants = tenant_ops::list(&snapshot.config);
+    let mut tenants = tenant_ops::list(&snapshot.config);
+    let mut by_tenant: HashMap<String, BTreeMap<String, _>> = HashMap::new();
+    for (host, cert) in state.tls.statuses() {
+        by_tenant
+            .entry(cert.tenant.clone())
+            .or_default()
+            .insert(host, cert);
+    }
+    for tenant in &mut tenants {
+        tenant.certificates = by_tenant.remove(tenant.name);
+    }
     json_response(StatusCode::OK, &serde_json::json!({ "tenants": tenants }))
 }
 

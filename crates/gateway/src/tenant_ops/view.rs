@@ -45,7 +45,8 @@ pub struct TenantView<'a> {
     /// (answers about one tenant: the admin API's `/tenants/{name}`, `tenants show`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effective_compression: Option<&'a [Encoding]>,
-    /// Automatic certificates by host (`GET /tenants/{name}` only).
+    /// Automatic certificates by host (the admin API only: `GET /tenants/{name}`, and
+    /// `GET /tenants` for tenants that have any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificates: Option<BTreeMap<String, crate::tls::HostCertStatus>>,
 }

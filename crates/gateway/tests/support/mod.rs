@@ -12,6 +12,7 @@
 //! - [`pebble`]: Let's Encrypt's test CA and its DNS server, for the ACME tests; [`ari`]:
 //!   renewal information (RFC 9773) in front of it.
 //! - [`tls_client`]: a test CA and an HTTPS client (SNI, ALPN, HTTP/1.1 and HTTP/2).
+//! - [`chromium`]: headless Chromium driven over the DevTools protocol, for the dashboard.
 //! - [`logs`]: a capture of what the gateway logs; [`payload`]: checkable payloads and
 //!   this process's memory; [`prometheus`] (a strict reader of `/metrics`) and
 //!   [`eventually`] come from `fpm-harness`, shared with fcgi-core's tests.
@@ -20,6 +21,7 @@
 #![allow(dead_code)]
 
 pub mod ari;
+pub mod chromium;
 pub mod live;
 pub mod logs;
 pub mod multi_tenant;
