@@ -141,6 +141,23 @@ impl NotifySocket {
         }
         panic!("no READY=1 from process {pid} within {PROCESS_LIMIT:?}; got {seen:?}");
     }
+
+    /// Every message that arrives within `window`.
+    fn collect(&self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            self.socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("set a timeout");
+            match self.socket.recv(&mut buf) {
+                Ok(n) => seen.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(_) => break,
+            }
+        }
+        seen
+    }
 }
 
 /// A gateway process, killed when dropped; its stderr goes to a log file.
@@ -160,6 +177,30 @@ impl GatewayProcess {
         notify: &NotifySocket,
         listener: Option<&TcpListener>,
         log: PathBuf,
+    ) -> GatewayProcess {
+        Self::spawn(binary, config, args, notify, listener, log, &[])
+    }
+
+    /// [`start`](Self::start) without arguments and with `env` added.
+    fn start_with_env(
+        binary: &Path,
+        config: &Path,
+        notify: &NotifySocket,
+        listener: Option<&TcpListener>,
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> GatewayProcess {
+        Self::spawn(binary, config, &[], notify, listener, log, env)
+    }
+
+    fn spawn(
+        binary: &Path,
+        config: &Path,
+        args: &[&str],
+        notify: &NotifySocket,
+        listener: Option<&TcpListener>,
+        log: PathBuf,
+        env: &[(&str, &str)],
     ) -> GatewayProcess {
         let stderr = std::fs::File::create(&log).expect("create the log file");
         let mut command = match listener {
@@ -181,6 +222,7 @@ impl GatewayProcess {
             .args(args)
             .env("NOTIFY_SOCKET", &notify.path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -635,4 +677,58 @@ fn the_deb_installs_a_verified_socket_activated_service_that_serves_php() {
     );
     activated.signal(libc::SIGTERM);
     activated.wait_exit();
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping_and_a_stray_socket_is_reported() {
+    let fpm = start_fpm();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let notify = NotifySocket::bind(dir.path());
+    // The socket passed matches no configured address: the gateway says so and binds
+    // its own.
+    let stray = TcpListener::bind("127.0.0.1:0").expect("bind a stray socket");
+    let listen = TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("a free port");
+    let config = write_config(dir.path(), listen, &fpm, "");
+    let mut gateway = GatewayProcess::start_with_env(
+        Path::new(env!("CARGO_BIN_EXE_gateway")),
+        &config,
+        &notify,
+        Some(&stray),
+        dir.path().join("gateway.log"),
+        &[("WATCHDOG_USEC", "200000")],
+    );
+    notify.wait_ready(gateway.pid());
+    let (status, _) = get_hello(listen);
+    assert!(
+        status.contains(" 200 "),
+        "{status}; log:\n{}",
+        gateway.log_text()
+    );
+    let log = gateway.log_text();
+    assert!(log.contains("matches no listen"), "{log}");
+
+    // WATCHDOG_USEC=200ms: a ping every 100 ms.
+    let pings = notify.collect(Duration::from_millis(600));
+    let watchdog = pings.iter().filter(|m| m.as_str() == "WATCHDOG=1").count();
+    assert!(watchdog >= 2, "{pings:?}");
+
+    gateway.signal(libc::SIGHUP);
+    let reload = notify.wait_ready(gateway.pid());
+    let reloading = reload
+        .iter()
+        .find(|m| m.starts_with("RELOADING=1"))
+        .unwrap_or_else(|| panic!("no RELOADING=1 before READY=1: {reload:?}"));
+    let usec: u64 = reloading
+        .lines()
+        .find_map(|line| line.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|usec| usec.parse().ok())
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC: {reloading:?}"));
+    assert!(usec > 0);
+
+    gateway.signal(libc::SIGTERM);
+    gateway.wait_exit();
+    let last = notify.collect(Duration::from_millis(200));
+    assert!(last.iter().any(|m| m == "STOPPING=1"), "{last:?}");
 }
