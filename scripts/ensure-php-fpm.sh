@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the external programs the tests need are installed (Debian/Ubuntu).
 #
-# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-pebble] [--with-bench] [--print-path]
+# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-pebble] [--with-bench] [--with-deploy] [--print-path]
 #
 #   (always)      php-fpm and php-cli (packages php-fpm, php-cli)
 #   --with-nginx  nginx, the reference server some tests compare against
@@ -13,6 +13,9 @@
 #                 h2load (package nghttp2-client) for its HTTP/2 rows
 #   --with-chromium  chromium (Debian's package), the headless browser of the
 #                 dashboard tests (crates/gateway/tests/dashboard.rs)
+#   --with-deploy systemd-socket-activate and systemd-analyze (package systemd), dpkg,
+#                 wrk, and cargo-deb (`cargo install cargo-deb --locked`), for the
+#                 package, socket activation and restart tests (crates/gateway/tests/deploy.rs)
 #   --print-path  print the php-fpm binary path on stdout when done
 #
 # Idempotent: does nothing when everything is present, otherwise runs
@@ -26,6 +29,7 @@ with_nginx=0
 with_bench=0
 with_pebble=0
 with_chromium=0
+with_deploy=0
 print_path=0
 for arg in "$@"; do
     case "$arg" in
@@ -33,6 +37,7 @@ for arg in "$@"; do
         --with-bench) with_bench=1 ;;
         --with-pebble) with_pebble=1 ;;
         --with-chromium) with_chromium=1 ;;
+        --with-deploy) with_deploy=1 ;;
         --print-path) print_path=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -103,6 +108,12 @@ fi
 if ((with_chromium)) && ! command -v chromium >/dev/null 2>&1; then
     packages+=(chromium)
 fi
+if ((with_deploy)) && ! command -v systemd-socket-activate >/dev/null 2>&1; then
+    packages+=(systemd)
+fi
+if ((with_deploy)) && ! command -v wrk >/dev/null 2>&1 && [[ " ${packages[*]} " != *" wrk "* ]]; then
+    packages+=(wrk)
+fi
 if ((with_bench)) && ! command -v caddy >/dev/null 2>&1; then
     packages+=(caddy)
 fi
@@ -158,6 +169,15 @@ else
         fi
     done
     log "installed ${packages[*]}; php-fpm at $php_fpm"
+fi
+
+# cargo-deb is a cargo subcommand from crates.io, not a Debian package. The version is
+# pinned to one known to build with the toolchain here and to accept `--profile dev`.
+if ((with_deploy)) && ! command -v cargo-deb >/dev/null 2>&1 &&
+    [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]]; then
+    log "installing cargo-deb (cargo install cargo-deb --locked)"
+    cargo install cargo-deb --locked --version 3.8.0 >&2 ||
+        log "could not install cargo-deb; the .deb test will be skipped"
 fi
 
 if ((print_path)); then

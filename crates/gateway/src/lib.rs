@@ -16,6 +16,8 @@
 //!   metering for billing, and Prometheus metrics.
 //! - `admin`: the admin API on its own listener (tenants, reload, usage, metrics).
 //! - [`tenant_ops`]: the tenant commands both the CLI ([`cli`]) and the admin API run.
+//! - [`systemd`], [`takeover`]: listening sockets handed over (socket activation, or by
+//!   the process being upgraded), readiness and watchdog notifications.
 
 // No `unwrap`/`expect` outside tests: what comes from the network, a file or the
 // config fails with a typed error instead.
@@ -51,6 +53,8 @@ pub mod service;
 pub mod snapshot;
 pub mod spool;
 pub(crate) mod static_files;
+pub mod systemd;
+pub mod takeover;
 pub mod tenant;
 pub mod tenant_ops;
 pub mod tls;
@@ -69,6 +73,15 @@ pub enum RunError {
     /// The TLS listeners could not be set up.
     #[error(transparent)]
     Tls(#[from] server::tls::TlsSetupError),
+    /// The sockets systemd passed could not be taken.
+    #[error(transparent)]
+    ListenFds(#[from] systemd::ListenFdsError),
+    /// Taking over from the running process failed.
+    #[error(transparent)]
+    Takeover(#[from] takeover::TakeoverError),
+    /// `serve --takeover` without `[server] takeover_socket` in the config.
+    #[error("--takeover needs [server] takeover_socket in the config")]
+    NoTakeoverSocket,
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -93,11 +106,30 @@ pub struct Gateway {
     admin: Option<admin::AdminServer>,
     /// The HTTPS listeners (`[server] tls_listen`), when any.
     tls: Option<server::tls::TlsListeners>,
+    /// Copies of every listening socket, handed to a process taking over; empty without
+    /// `[server] takeover_socket`.
+    handover_fds: Vec<std::os::fd::OwnedFd>,
+    /// The takeover this process is completing, when started with one.
+    handover: Option<takeover::Handover>,
 }
 
 impl Gateway {
     /// Builds the first snapshot from `config` and binds every listen address.
     pub async fn bind(config: config::Config) -> Result<Self, RunError> {
+        Self::bind_with(config, systemd::InheritedListeners::none(), None).await
+    }
+
+    /// [`bind`](Self::bind), taking each listen, tls_listen and admin address's socket
+    /// from `inherited` when it holds one bound there (socket activation, takeover), and
+    /// binding the others. `handover` is the takeover in progress, completed once this
+    /// gateway serves.
+    pub async fn bind_with(
+        config: config::Config,
+        mut inherited: systemd::InheritedListeners,
+        handover: Option<takeover::Handover>,
+    ) -> Result<Self, RunError> {
+        let keep_copies = config.server.takeover_socket.is_some();
+        let mut handover_fds = Vec::new();
         let listen = config.server.listen.clone();
         let tls_listen = config.server.tls_listen.clone();
         let admin_addr = config.server.admin;
@@ -114,6 +146,7 @@ impl Gateway {
         });
         tracing::debug!(nofile, max_connections, "client connection bound");
         let limits = server::ServerLimits {
+            drain_settle: config.server.drain_settle,
             keepalive_timeout: config.server.keepalive_timeout,
             header_timeout: config.server.header_timeout,
             max_connections,
@@ -133,20 +166,28 @@ impl Gateway {
         let reloader = std::sync::Arc::new(reload::Reloader::new(path, state.clone()));
         let mut listeners = Vec::new();
         for addr in listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| RunError::Bind { addr, source })?;
-            listeners.push(listener);
+            listeners.push(
+                listen_on(
+                    addr,
+                    &mut inherited,
+                    keep_copies.then_some(&mut handover_fds),
+                )
+                .await?,
+            );
         }
         let tls = if tls_listen.is_empty() {
             None
         } else {
             let mut tls_listeners = Vec::new();
             for addr in tls_listen {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| RunError::Bind { addr, source })?;
-                tls_listeners.push(listener);
+                tls_listeners.push(
+                    listen_on(
+                        addr,
+                        &mut inherited,
+                        keep_copies.then_some(&mut handover_fds),
+                    )
+                    .await?,
+                );
             }
             Some(server::tls::TlsListeners::new(
                 tls_listeners,
@@ -154,13 +195,21 @@ impl Gateway {
             )?)
         };
         let admin = match admin_addr {
-            Some(addr) => Some(
-                admin::AdminServer::bind(addr, state.clone(), reloader.clone())
-                    .await
-                    .map_err(|source| RunError::Bind { addr, source })?,
-            ),
+            Some(addr) => {
+                let listener = listen_on(
+                    addr,
+                    &mut inherited,
+                    keep_copies.then_some(&mut handover_fds),
+                )
+                .await?;
+                Some(
+                    admin::AdminServer::from_listener(listener, state.clone(), reloader.clone())
+                        .map_err(|source| RunError::Bind { addr, source })?,
+                )
+            }
             None => None,
         };
+        inherited.warn_unclaimed();
         Ok(Self {
             state,
             reloader,
@@ -168,6 +217,8 @@ impl Gateway {
             limits,
             admin,
             tls,
+            handover_fds,
+            handover,
         })
     }
 
@@ -249,7 +300,23 @@ impl Gateway {
                 }
             }
         }
+        let takeover_socket = snapshot.config.server.takeover_socket.clone();
         drop(snapshot);
+        // Cancelled when a new process took the listeners over: this one then drains.
+        let taken_over = tokio_util::sync::CancellationToken::new();
+        if let Some(path) = takeover_socket {
+            background.push(tokio::spawn(takeover::run_control(
+                path,
+                self.handover_fds,
+                self.handover,
+                taken_over.clone(),
+                stop.clone(),
+            )));
+        }
+        {
+            let stop = stop.clone();
+            background.push(tokio::spawn(systemd::run_watchdog(stop.cancelled_owned())));
+        }
         if self.tls.is_some() {
             background.push(tokio::spawn(acme::run(self.state.clone(), stop.clone())));
         }
@@ -265,9 +332,16 @@ impl Gateway {
             ));
         }
         let shutdown = async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = taken_over.cancelled() => {}
+            }
+            systemd::notify_stopping();
             admin_stop.cancel();
         };
+        // The listeners are bound (or inherited) and accept from here on; connections
+        // that came meanwhile wait in their backlogs.
+        systemd::notify_ready();
         let service = service::GatewayService::new(self.state.clone());
         server::serve(self.listeners, self.tls, service, self.limits, shutdown).await;
         stop.cancel();
@@ -275,6 +349,29 @@ impl Gateway {
             let _ = task.await;
         }
     }
+}
+
+/// The listener for `addr`: the socket `inherited` holds for it, or a new one bound
+/// there; a copy of it goes to `copies` (for a later takeover) when given.
+async fn listen_on(
+    addr: std::net::SocketAddr,
+    inherited: &mut systemd::InheritedListeners,
+    copies: Option<&mut Vec<std::os::fd::OwnedFd>>,
+) -> Result<tokio::net::TcpListener, RunError> {
+    let listener = match inherited.take(addr) {
+        Some(listener) => tokio::net::TcpListener::from_std(listener),
+        None => tokio::net::TcpListener::bind(addr).await,
+    }
+    .map_err(|source| RunError::Bind { addr, source })?;
+    if let Some(copies) = copies {
+        use std::os::fd::AsFd;
+        let copy = listener
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| RunError::Bind { addr, source })?;
+        copies.push(copy);
+    }
+    Ok(listener)
 }
 
 /// Runs the gateway for the config at `path` until `shutdown` completes, then finishes

@@ -35,6 +35,11 @@ enum Command {
     Serve {
         #[command(flatten)]
         file: ConfigFile,
+        /// Take the listening sockets over from the gateway running with this config
+        /// (through its `[server] takeover_socket`); it drains and exits once this one
+        /// serves.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validates a config and prints what it would serve.
     Check {
@@ -155,7 +160,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     gateway::logging::init(matches!(cli.log_format, LogFormat::Json));
     match cli.command {
-        Command::Serve { file } => serve(file.config),
+        Command::Serve { file, takeover } => serve(file.config, takeover),
         Command::Check { file } => print(cli::check(&file.config)),
         Command::Tenants { action } => print(tenants(action)),
         Command::Usage {
@@ -220,10 +225,15 @@ fn print<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
     }
 }
 
-fn serve(path: PathBuf) -> ExitCode {
+fn serve(path: PathBuf, takeover: bool) -> ExitCode {
     // Loaded before the runtime exists, which it sizes.
     let config = match gateway::config::Config::load(&path) {
         Ok(config) => config,
+        Err(err) => return stopped(&err),
+    };
+    // Before any thread starts: socket activation edits the environment.
+    let (inherited, handover) = match inherit_listeners(&config, takeover) {
+        Ok(inherited) => inherited,
         Err(err) => return stopped(&err),
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -239,7 +249,7 @@ fn serve(path: PathBuf) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let gateway = gateway::Gateway::bind(config).await?;
+        let gateway = gateway::Gateway::bind_with(config, inherited, handover).await?;
         gateway.serve(gateway::shutdown_signal()).await;
         Ok::<(), gateway::RunError>(())
     });
@@ -249,6 +259,35 @@ fn serve(path: PathBuf) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => stopped(&err),
     }
+}
+
+/// The listening sockets this process starts with: from the running gateway with
+/// `--takeover`, else from systemd when it passed any.
+fn inherit_listeners(
+    config: &gateway::config::Config,
+    takeover: bool,
+) -> Result<
+    (
+        gateway::systemd::InheritedListeners,
+        Option<gateway::takeover::Handover>,
+    ),
+    gateway::RunError,
+> {
+    let from_systemd = gateway::systemd::InheritedListeners::from_env()?;
+    if !takeover {
+        return Ok((from_systemd, None));
+    }
+    let path = config
+        .server
+        .takeover_socket
+        .as_deref()
+        .ok_or(gateway::RunError::NoTakeoverSocket)?;
+    let (handover, fds) = gateway::takeover::Handover::connect(path)?;
+    from_systemd.warn_unclaimed();
+    Ok((
+        gateway::systemd::InheritedListeners::from_fds(fds),
+        Some(handover),
+    ))
 }
 
 /// Reports why the gateway could not run (or stopped) and fails.

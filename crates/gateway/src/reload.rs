@@ -182,6 +182,7 @@ impl Reloader {
         };
         let mut stop = std::pin::pin!(stop);
         loop {
+            let mut hangup_received = false;
             tokio::select! {
                 () = &mut stop => break,
                 Some(()) = rx.recv() => {
@@ -194,10 +195,20 @@ impl Reloader {
                         Some(signal) => signal.recv().await,
                         None => std::future::pending().await,
                     }
-                } => tracing::info!("SIGHUP: reloading config"),
+                } => {
+                    tracing::info!("SIGHUP: reloading config");
+                    hangup_received = true;
+                }
+            }
+            // systemd (`ExecReload` sends SIGHUP) shows the unit reloading meanwhile.
+            if hangup_received {
+                crate::systemd::notify_reloading();
             }
             // Errors are logged and recorded by `reload` itself.
             let _ = self.reload().await;
+            if hangup_received {
+                crate::systemd::notify_ready();
+            }
         }
         drop(watcher);
     }

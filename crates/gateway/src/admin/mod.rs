@@ -100,16 +100,16 @@ struct AdminApi {
 }
 
 impl AdminServer {
-    /// Binds `addr` for the admin API over `state`, applying edits with `reloader`.
-    pub async fn bind(
-        addr: SocketAddr,
+    /// Serves on a listener already bound (inherited from systemd or a takeover).
+    pub fn from_listener(
+        listener: TcpListener,
         state: Arc<SharedState>,
         reloader: Arc<Reloader>,
     ) -> std::io::Result<AdminServer> {
-        let listener = TcpListener::bind(addr).await?;
+        let loopback = listener.local_addr()?.ip().is_loopback();
         Ok(AdminServer {
             listener,
-            api: Arc::new(AdminApi::new(state, reloader, addr.ip().is_loopback())),
+            api: Arc::new(AdminApi::new(state, reloader, loopback)),
         })
     }
 

@@ -36,6 +36,9 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time allowed from accepting a connection to a complete request head; nginx's
 /// `client_header_timeout`.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `drain_settle`: long enough for a client that is sending a request on a
+/// kept connection to get its answer rather than a closed socket.
+pub const DEFAULT_DRAIN_SETTLE: Duration = Duration::from_millis(500);
 /// Default bound on the disk taken by spooled request bodies at once.
 pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 1 << 30;
 
@@ -97,6 +100,12 @@ pub struct ServerConfig {
     pub compression: Vec<Encoding>,
     /// Bodies shorter than this (by `Content-Length`) are sent uncompressed.
     pub compression_min_bytes: u64,
+    /// Unix socket on which a new gateway process (`serve --takeover`) receives the
+    /// listening sockets and tells this one to drain; off when `None`.
+    pub takeover_socket: Option<PathBuf>,
+    /// On shutdown, how long HTTP/1.1 keep-alive connections keep being served (each
+    /// answer with `Connection: close`) before idle ones are closed.
+    pub drain_settle: Duration,
 }
 
 /// The admin API's bearer token. Never printed: `Debug` shows `"<redacted>"`.
@@ -164,6 +173,8 @@ pub(crate) struct RawServer {
     hsts: Option<String>,
     compression: Option<Vec<Encoding>>,
     compression_min_bytes: Option<ByteSize>,
+    takeover_socket: Option<PathBuf>,
+    drain_settle: Option<HumanDuration>,
 }
 
 /// A string or a list of strings: `listen = "a"` and `listen = ["a", "b"]` both read well.
@@ -386,6 +397,8 @@ impl RawServer {
             compression_min_bytes: self
                 .compression_min_bytes
                 .map_or(DEFAULT_MIN_BYTES, |s| s.0),
+            takeover_socket: self.takeover_socket.map(|path| base_dir.join(path)),
+            drain_settle: self.drain_settle.map_or(DEFAULT_DRAIN_SETTLE, |d| d.0),
         })
     }
 

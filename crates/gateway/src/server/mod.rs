@@ -47,6 +47,9 @@ pub struct ServerLimits {
     pub max_header_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// On shutdown, how long HTTP/1.1 connections keep being served, each answer with
+    /// `Connection: close`, before idle ones are closed (`[server] drain_settle`).
+    pub drain_settle: Duration,
 }
 
 /// Room in hyper's HTTP/1 read buffer for the request line, on top of the header limit.
@@ -64,6 +67,7 @@ impl Default for ServerLimits {
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            drain_settle: crate::config::server::DEFAULT_DRAIN_SETTLE,
         }
     }
 }
@@ -104,6 +108,7 @@ pub async fn serve(
             header: limits.header_timeout,
             keepalive: limits.keepalive_timeout,
         },
+        draining: Draining::default(),
     };
     let mut accept_tasks: Vec<_> = listeners
         .into_iter()
@@ -132,6 +137,7 @@ pub async fn serve(
     for task in accept_tasks {
         let _ = task.await;
     }
+    settle(&connections.draining, &graceful, limits.drain_settle).await;
     let Ok(graceful) = Arc::try_unwrap(graceful) else {
         tracing::warn!("connection watcher still shared; closing without grace");
         return;
@@ -155,6 +161,43 @@ pub(crate) struct Connections {
     pub(crate) limit: Arc<ConnectionLimit>,
     /// `header_timeout` and `keepalive_timeout`.
     pub(crate) timeouts: Timeouts,
+    /// Set once shutdown began: HTTP/1.1 answers then close their connection.
+    pub(crate) draining: Draining,
+}
+
+/// Whether the server drains: shared by every connection, set once at shutdown.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Draining(Arc<std::sync::atomic::AtomicBool>);
+
+impl Draining {
+    fn start(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The settle window between "stop accepting" and closing idle connections. Closing a
+/// kept HTTP/1.1 connection races with a request the client may be sending on it that
+/// moment (the client then sees a reset, not an answer); so for `window` every answer
+/// carries `Connection: close` and its connection closes right after it, cleanly, and
+/// only connections idle through the whole window are closed by the graceful shutdown.
+async fn settle(draining: &Draining, graceful: &GracefulShutdown, window: Duration) {
+    draining.start();
+    if window.is_zero() || graceful.count() == 0 {
+        return;
+    }
+    tracing::info!(
+        connections = graceful.count(),
+        ?window,
+        "draining: answering with Connection: close"
+    );
+    let deadline = tokio::time::Instant::now() + window;
+    while graceful.count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Accepts connections on one listener and spawns a task serving each, until `stop`.
@@ -189,7 +232,15 @@ async fn accept_loop(
         });
         let io = ClientIo::Plain(stream);
         let timeouts = connections.timeouts;
-        spawn_connection(io, remote, &builder, &graceful, timeouts, respond, permit);
+        spawn_connection(
+            io,
+            remote,
+            &builder,
+            &graceful,
+            (timeouts, &connections.draining),
+            respond,
+            permit,
+        );
     }
 }
 
@@ -200,21 +251,24 @@ pub(crate) type ResponseFuture =
 /// Starts serving HTTP on one accepted connection, plain or TLS, in a task of its own
 /// that holds `permit` until the connection ends: hyper with
 /// `respond` per request, watched by `graceful`, and closed by the connection's watchdog
-/// at `header_timeout` (no complete head yet) or `keepalive_timeout` (idle).
+/// at `header_timeout` (no complete head yet) or `keepalive_timeout` (idle); its HTTP/1.x
+/// answers close it once `draining` is on.
 pub(crate) fn spawn_connection(
     io: ClientIo,
     remote: SocketAddr,
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
-    timeouts: Timeouts,
+    (timeouts, draining): (Timeouts, &Draining),
     respond: Respond,
     permit: ConnectionPermit,
 ) {
     let activity = Activity::new();
     let requests = activity.clone();
+    let draining = draining.clone();
     let hyper_service = service_fn(move |req: hyper::Request<Incoming>| {
         let guard = requests.request_started();
-        guarded(respond(req), guard)
+        let http1 = req.version() < http::Version::HTTP_2;
+        guarded(respond(req), guard, http1.then(|| draining.clone()))
     });
     let io = TrackedIo::new(io, activity.clone());
     let conn = builder
@@ -239,12 +293,22 @@ pub(crate) fn spawn_connection(
 }
 
 /// One request's answer, its body holding `guard` so the connection counts as active
-/// until the body is sent.
+/// until the body is sent. An HTTP/1.x answer (`draining` given) made once the server
+/// drains carries `Connection: close`, so hyper closes the connection right after it
+/// (see [`settle`]).
 async fn guarded(
     response: ResponseFuture,
     guard: RequestGuard,
+    draining: Option<Draining>,
 ) -> Result<http::Response<GuardedBody<GatewayBody>>, std::convert::Infallible> {
-    Ok(response.await.map(|body| GuardedBody::new(body, guard)))
+    let mut response = response.await;
+    if draining.is_some_and(|draining| draining.is_on()) {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(response.map(|body| GuardedBody::new(body, guard)))
 }
 
 /// How one connection answers its requests (plain: the service; TLS: the service behind

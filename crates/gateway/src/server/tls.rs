@@ -309,7 +309,7 @@ fn serve(
         info.remote,
         &shared.builder,
         &shared.graceful,
-        shared.connections.timeouts,
+        (shared.connections.timeouts, &shared.connections.draining),
         respond,
         permit,
     );
