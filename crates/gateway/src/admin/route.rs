@@ -22,6 +22,8 @@ pub enum Route {
     Suspend(String),
     /// `POST /tenants/{name}/resume`
     Resume(String),
+    /// `POST /tenants/{name}/cache/purge`
+    PurgeCache(String),
     /// `POST /reload`
     Reload,
     /// `GET /usage`
@@ -61,6 +63,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/tenants/{name}", &["GET", "PUT", "DELETE"]),
     ("/tenants/{name}/suspend", &["POST"]),
     ("/tenants/{name}/resume", &["POST"]),
+    ("/tenants/{name}/cache/purge", &["POST"]),
     ("/reload", &["POST"]),
     ("/usage", &["GET"]),
     ("/metrics", &["GET"]),
@@ -75,6 +78,7 @@ enum Resource {
     Tenant(String),
     Suspend(String),
     Resume(String),
+    PurgeCache(String),
     Reload,
     Usage,
     Metrics,
@@ -95,7 +99,10 @@ impl Resource {
             | Resource::Health
             | Resource::OpenApi => "GET, HEAD",
             Resource::Tenant(_) => "GET, HEAD, PUT, DELETE",
-            Resource::Suspend(_) | Resource::Resume(_) | Resource::Reload => "POST",
+            Resource::Suspend(_)
+            | Resource::Resume(_)
+            | Resource::PurgeCache(_)
+            | Resource::Reload => "POST",
         }
     }
 }
@@ -111,6 +118,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, Miss> {
         (Resource::Tenant(name), &Method::DELETE) => Route::DeleteTenant(name),
         (Resource::Suspend(name), &Method::POST) => Route::Suspend(name),
         (Resource::Resume(name), &Method::POST) => Route::Resume(name),
+        (Resource::PurgeCache(name), &Method::POST) => Route::PurgeCache(name),
         (Resource::Reload, &Method::POST) => Route::Reload,
         (Resource::Usage, _) if read => Route::Usage,
         (Resource::Metrics, _) if read => Route::Metrics,
@@ -139,6 +147,9 @@ fn resource(path: &str) -> Option<Resource> {
         ["tenants", name] if !name.is_empty() => Resource::Tenant(decode_segment(name)),
         ["tenants", name, "suspend"] if !name.is_empty() => Resource::Suspend(decode_segment(name)),
         ["tenants", name, "resume"] if !name.is_empty() => Resource::Resume(decode_segment(name)),
+        ["tenants", name, "cache", "purge"] if !name.is_empty() => {
+            Resource::PurgeCache(decode_segment(name))
+        }
         ["reload"] => Resource::Reload,
         ["usage"] => Resource::Usage,
         ["metrics"] => Resource::Metrics,

@@ -45,6 +45,9 @@ pub struct TenantView<'a> {
     /// (answers about one tenant: the admin API's `/tenants/{name}`, `tenants show`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effective_compression: Option<&'a [Encoding]>,
+    /// Its own response cache table, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'a crate::config::TenantCacheSettings>,
     /// Automatic certificates by host (`GET /tenants/{name}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificates: Option<BTreeMap<String, crate::tls::HostCertStatus>>,
@@ -65,6 +68,7 @@ impl<'a> TenantView<'a> {
             tls: tenant.tls.as_ref(),
             compression: tenant.compression.as_deref(),
             effective_compression: None,
+            cache: tenant.cache.as_ref(),
             certificates: None,
         }
     }
