@@ -332,10 +332,11 @@ impl TenantStore {
 
     fn insert(&self, key: Key, value: Stored) -> bool {
         let weight = value.weight();
+        if weight > self.settings.max_memory {
+            return false;
+        }
         let memory = self.global.memory.load(Ordering::Relaxed);
-        if weight > self.settings.max_memory
-            || self.global.bytes.load(Ordering::Relaxed) + weight > memory
-        {
+        if self.global.bytes.load(Ordering::Relaxed) + weight > memory {
             // The whole cache is full: entries of other tenants are not evicted for it.
             self.entries.run_pending_tasks();
             if self.global.bytes.load(Ordering::Relaxed) + weight > memory {
@@ -380,6 +381,15 @@ impl TenantStore {
             memory: self.bytes.load(Ordering::Relaxed),
             entries: self.entries.entry_count(),
         }
+    }
+}
+
+impl Drop for TenantStore {
+    fn drop(&mut self) {
+        // A store replaced while a fill was in flight may still hold that entry: its
+        // bytes leave the global count with it.
+        let left = self.bytes.swap(0, Ordering::Relaxed);
+        self.global.bytes.fetch_sub(left, Ordering::Relaxed);
     }
 }
 

@@ -57,7 +57,7 @@ pub fn cache_purge(path: &Path, name: &str, purge: &Purge) -> Result<String, Cli
     })?;
     let json: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
     if status != StatusCode::OK {
-        let message = json["error"]["message"]
+        let message = json["detail"]
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(&answer).into_owned());

@@ -126,6 +126,20 @@ impl TenantCacheSettings {
     /// Checks the values that can be wrong on their own: cookie patterns. `at` is where
     /// the table is (`["tenants", NAME, "cache"]`), for the error's position.
     pub(crate) fn check(&self, at: &[&str]) -> Result<(), ConfigError> {
+        let key_path = |key: &str| -> Vec<KeySegment> {
+            at.iter()
+                .chain(std::iter::once(&key))
+                .map(|key| KeySegment::Key((*key).into()))
+                .collect()
+        };
+        for (key, size) in [("max_memory", self.max_memory), ("max_body", self.max_body)] {
+            if size.is_some_and(|size| i64::try_from(size.0).is_err()) {
+                return Err(
+                    ConfigError::invalid("cache size", format!("{key} is too large"))
+                        .at(key_path(key)),
+                );
+            }
+        }
         for (index, pattern) in self.bypass_cookies.iter().flatten().enumerate() {
             let stem = pattern.strip_suffix('*').unwrap_or(pattern);
             let bad = if stem.is_empty() && pattern.is_empty() {
@@ -215,6 +229,45 @@ impl TenantCacheSettings {
         }
         toml_edit::Value::InlineTable(table)
     }
+}
+
+/// A `cache` key: a table (or `null`, in JSON, for none), never an array, which serde
+/// would otherwise read field by field.
+pub(crate) fn table_only<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<TenantCacheSettings>, D::Error> {
+    use serde::de::{self, MapAccess, Visitor};
+
+    struct Table;
+
+    impl<'de> Visitor<'de> for Table {
+        type Value = Option<TenantCacheSettings>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table of cache settings")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D2: serde::Deserializer<'de>>(
+            self,
+            inner: D2,
+        ) -> Result<Self::Value, D2::Error> {
+            inner.deserialize_map(self)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            TenantCacheSettings::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+
+    deserializer.deserialize_option(Table)
 }
 
 /// One tenant's cache as it is served: every setting resolved.

@@ -72,7 +72,7 @@ pub struct TenantSettings {
     pub upstream: Option<String>,
     /// `[tenants.NAME.cache]`: the response cache for this tenant; `None` follows
     /// `[defaults.cache]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::cache::table_only")]
     pub cache: Option<super::TenantCacheSettings>,
 }
 
@@ -511,7 +511,7 @@ pub(crate) struct RawDefaults {
     pub(crate) private_root: Option<String>,
     pub(crate) upstream: Option<String>,
     /// `[defaults.cache]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::cache::table_only")]
     pub(crate) cache: Option<super::TenantCacheSettings>,
 }
 
