@@ -11,13 +11,16 @@
 //! `--rounds N` (measured runs per server at 32 connections and in the HTTPS rows, median
 //! by req/s; default 3),
 //! `--duration SECS` (per run; default 10),
-//! `--only c32,c1000,memory,fairness,compressed,static,upstreams,tls`
+//! `--only c32,c1000,memory,fairness,compressed,static,upstreams,tls,cache`
 //! (compressed: a 100 KB page with `Accept-Encoding: gzip`, gateway vs nginx at gzip
 //! level 5: CPU per request and bytes on the wire; static: 4 KB, 300 KB and 20 MB files,
 //! gateway vs nginx with `sendfile on; tcp_nopush on`; upstreams: `hello.php` through an
 //! upstream of two PHP-FPM servers of 2 workers each, gateway and nginx; tls: the HTTPS
 //! rows, or some of them with `tls-handshakes`, `tls-h1`, `tls-h2`, see `load/tls.rs`;
-//! HTTP/2 needs h2load, `apt-get install nghttp2-client`).
+//! HTTP/2 needs h2load, `apt-get install nghttp2-client`; cache: `cached.php`, 20 ms of PHP
+//! marked `public, max-age=10`, through the gateway's response cache, nginx's
+//! `fastcgi_cache` with `fastcgi_cache_lock on` and the gateway without cache, then 1,000
+//! connections on one key expiring every second, counting PHP's runs, see `load/cache.rs`).
 //! `GATEWAY_BIN` picks a gateway binary; otherwise `cargo build --release -p gateway` runs
 //! first. It installs nothing: it needs wrk and php-fpm, and skips nginx or Caddy rows when
 //! they are missing (`apt-get install wrk nginx-light caddy`, or
@@ -46,6 +49,8 @@
 //! `load/report.rs` (tables, targets, JSON), `load/charts.rs` (SVG), `load/tls.rs` (the
 //! HTTPS rows: certificate, TLS configs, handshake client, h2load).
 
+#[path = "load/cache.rs"]
+mod cache;
 #[path = "load/charts.rs"]
 mod charts;
 #[path = "load/env.rs"]
@@ -243,6 +248,9 @@ fn main() {
                 .compressed
                 .push(measure_compressed(kind, &gateway_bin, &options));
         }
+    }
+    if options.wants("cache") {
+        results.cache = Some(cache::measure(&gateway_bin, &options, tools.nginx));
     }
     if let Some(wanted) = tls::Wanted::from(&options) {
         results.tls = Some(tls::measure(

@@ -185,6 +185,8 @@ pub struct Results {
     pub upstreams: Vec<Row>,
     /// The HTTPS rows, when asked for.
     pub tls: Option<crate::tls::TlsResults>,
+    /// The response cache rows, when asked for.
+    pub cache: Option<crate::cache::CacheResults>,
     /// 1-minute load average when done.
     pub load_at_end: f64,
 }
@@ -212,6 +214,7 @@ impl Results {
             statics: Vec::new(),
             upstreams: Vec::new(),
             tls: None,
+            cache: None,
             load_at_end: f64::NAN,
         }
     }
@@ -516,6 +519,9 @@ impl Results {
                  capped at `max_concurrency = 3`. The target is judged on the defaults.\n"
             );
         }
+        if let Some(cache) = &self.cache {
+            cache.markdown(&mut out);
+        }
         if let Some(tls) = &self.tls {
             tls.markdown(&mut out, &self.c32);
         }
@@ -638,6 +644,7 @@ impl Results {
                 "failed": r.socket_errors + r.non_2xx,
             })).collect::<Vec<_>>(),
             "tls": self.tls.as_ref().map(crate::tls::TlsResults::json),
+            "cache": self.cache.as_ref().map(crate::cache::CacheResults::json),
             "targets": targets,
         })
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
-use crate::usage::{RequestUsage, UsageMeter};
+use crate::usage::{CacheOutcome, RequestUsage, UsageMeter};
 
 /// Where finished request records go. Shared by every request.
 #[derive(Debug, Default)]
@@ -42,6 +42,8 @@ pub struct RequestRecord {
     pub completed: bool,
     /// What broke mid-response, if anything.
     error: Option<String>,
+    /// Whether the response cache answered.
+    pub cache: CacheOutcome,
 }
 
 impl RequestRecord {
@@ -60,6 +62,7 @@ impl RequestRecord {
             upstream: None,
             completed: false,
             error: None,
+            cache: CacheOutcome::None,
         }
     }
 
@@ -81,6 +84,7 @@ impl Drop for RequestRecord {
                     bytes_out: self.bytes_out,
                     fpm_time: self.fpm_time.unwrap_or_default(),
                     duration,
+                    cache: self.cache,
                 },
             );
         }

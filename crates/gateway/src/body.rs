@@ -25,6 +25,9 @@ pin_project_lite::pin_project! {
         Boxed { #[pin] body: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError> },
         // Another body run through an encoder; what comes out is what the client gets.
         Compressed { source: Pin<Box<Inner>>, encoder: Encoder },
+        // What was read ahead of the client (to see whether it fits the response
+        // cache), then the rest of the same body.
+        Prefixed { head: Option<Bytes>, rest: Pin<Box<Inner>> },
     }
 }
 
@@ -49,6 +52,7 @@ impl Inner {
             Inner::File { body } => body.is_end_stream(),
             Inner::Boxed { body } => body.is_end_stream(),
             Inner::Compressed { encoder, .. } => encoder.is_finished(),
+            Inner::Prefixed { head, rest } => head.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -79,6 +83,10 @@ impl Inner {
             InnerProj::Compressed { source, encoder } => {
                 poll_compressed(source.as_mut(), encoder, record, cx)
             }
+            InnerProj::Prefixed { head, rest } => match head.take() {
+                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                None => rest.as_mut().poll_frame(record, cx),
+            },
         }
     }
 }
@@ -136,6 +144,7 @@ impl std::fmt::Debug for GatewayBody {
             Inner::File { .. } => "file",
             Inner::Boxed { .. } => "boxed",
             Inner::Compressed { .. } => "compressed",
+            Inner::Prefixed { .. } => "prefixed",
         };
         f.debug_struct("GatewayBody").field("kind", &kind).finish()
     }
@@ -251,6 +260,58 @@ impl GatewayBody {
     }
 }
 
+/// A body read ahead by [`GatewayBody::read_up_to`].
+#[derive(Debug)]
+pub enum ReadAhead {
+    /// All of it, within the limit.
+    Whole(Bytes),
+    /// More than the limit: the same body, what was read included, to stream on.
+    TooLarge(Box<GatewayBody>),
+}
+
+impl GatewayBody {
+    /// Reads the body to its end if it is at most `limit` bytes (the response cache
+    /// stores only such answers); PHP-FPM's time and errors go to `record`. A longer
+    /// body is handed back whole, to stream to the client as it comes.
+    pub async fn read_up_to(
+        self,
+        limit: u64,
+        record: &mut RequestRecord,
+    ) -> Result<ReadAhead, BoxError> {
+        if let Inner::Full { data } = &self.inner {
+            let data = data.clone().unwrap_or_default();
+            if data.len() as u64 <= limit {
+                return Ok(ReadAhead::Whole(data));
+            }
+            return Ok(ReadAhead::TooLarge(Box::new(self)));
+        }
+        let mut inner = Box::pin(self.inner);
+        let mut read = bytes::BytesMut::new();
+        loop {
+            let frame =
+                std::future::poll_fn(|cx| inner.as_mut().poll_frame(Some(&mut *record), cx)).await;
+            match frame {
+                None => return Ok(ReadAhead::Whole(read.freeze())),
+                Some(Err(err)) => return Err(err),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    read.extend_from_slice(&data);
+                    if read.len() as u64 > limit {
+                        return Ok(ReadAhead::TooLarge(Box::new(Self::from_inner(
+                            Inner::Prefixed {
+                                head: Some(read.freeze()),
+                                rest: inner,
+                            },
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Body for GatewayBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -306,7 +367,7 @@ impl Body for GatewayBody {
                 .map_or_else(|| SizeHint::with_exact(0), http_body::Body::size_hint),
             Inner::File { body } => body.size_hint(),
             Inner::Boxed { body } => body.size_hint(),
-            Inner::Compressed { .. } => SizeHint::default(),
+            Inner::Compressed { .. } | Inner::Prefixed { .. } => SizeHint::default(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub mod access;
 pub mod acme;
 pub(crate) mod admin;
 pub mod body;
+pub mod cache;
+pub(crate) mod cached_origin;
 pub(crate) mod cgi;
 pub mod cli;
 pub mod compression;

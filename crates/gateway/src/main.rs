@@ -53,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         action: TenantsCommand,
     },
+    /// Acts on the running gateway's response cache, through its admin API.
+    Cache {
+        #[command(subcommand)]
+        action: CacheCommand,
+    },
     /// Prints per-tenant usage from the metering database named in the config.
     Usage {
         #[command(flatten)]
@@ -66,6 +71,27 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Drops a tenant's cached answers: the URLs, prefix and tags given, or all of them
+    /// when none is given. Never another tenant's.
+    Purge {
+        /// The tenant.
+        name: String,
+        #[command(flatten)]
+        file: ConfigFile,
+        /// A URL: `/path?query` on any of the tenant's hosts, or `https://host/path`.
+        #[arg(long = "url", value_name = "URL")]
+        urls: Vec<String>,
+        /// Every URL whose path starts with this (`/blog/`).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// A tag PHP sent in `Cache-Tag` or `Surrogate-Key`.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
     },
 }
 
@@ -163,6 +189,20 @@ fn main() -> ExitCode {
         Command::Serve { file, takeover } => serve(file.config, takeover),
         Command::Check { file } => print(cli::check(&file.config)),
         Command::Tenants { action } => print(tenants(action)),
+        Command::Cache {
+            action:
+                CacheCommand::Purge {
+                    name,
+                    file,
+                    urls,
+                    prefix,
+                    tags,
+                },
+        } => print(cli::cache_purge(
+            &file.config,
+            &name,
+            &gateway::cache::Purge { urls, prefix, tags },
+        )),
         Command::Usage {
             file,
             tenant,

@@ -191,6 +191,74 @@ pub fn render(
     out.0
 }
 
+/// The response cache's series, appended to `text`: per tenant, answers by cache result
+/// (`hit`, `stale`, `miss`) and bytes sent from the cache (from `meter`), and the memory
+/// and entries each cached tenant holds (`stores`).
+pub fn render_cache(
+    text: &mut String,
+    meter: &UsageMeter,
+    stores: &[(std::sync::Arc<str>, crate::cache::StoreStats)],
+) {
+    let mut tenants: Vec<_> = meter.totals().into_iter().collect();
+    tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Exposition(std::mem::take(text));
+    out.header(
+        "gateway_cache_requests_total",
+        "counter",
+        "Requests the response cache looked up, by tenant and result (hit, stale, miss).",
+    );
+    for (tenant, usage) in &tenants {
+        for (result, count) in [
+            ("hit", usage.cache_hits),
+            ("stale", usage.cache_stale),
+            ("miss", usage.cache_misses),
+        ] {
+            out.sample(
+                "gateway_cache_requests_total",
+                &[("tenant", tenant), ("result", result)],
+                count,
+            );
+        }
+    }
+    out.header(
+        "gateway_cache_bytes_out_total",
+        "counter",
+        "Response body bytes sent from the response cache, by tenant.",
+    );
+    for (tenant, usage) in &tenants {
+        out.sample(
+            "gateway_cache_bytes_out_total",
+            &[("tenant", tenant)],
+            usage.cache_bytes_out,
+        );
+    }
+    out.header(
+        "gateway_cache_memory_bytes",
+        "gauge",
+        "Bytes the response cache holds, by tenant.",
+    );
+    for (tenant, stats) in stores {
+        out.sample(
+            "gateway_cache_memory_bytes",
+            &[("tenant", tenant)],
+            stats.memory,
+        );
+    }
+    out.header(
+        "gateway_cache_entries",
+        "gauge",
+        "Entries in the response cache, by tenant.",
+    );
+    for (tenant, stats) in stores {
+        out.sample(
+            "gateway_cache_entries",
+            &[("tenant", tenant)],
+            stats.entries,
+        );
+    }
+    *text = out.0;
+}
+
 /// Per upstream: its fair queue; per server: health, connections, bound, failures and
 /// checks. The `[fastcgi]` pool is the upstream `[fastcgi]`.
 fn render_upstreams(out: &mut Exposition, upstreams: &[UpstreamStats]) {
@@ -384,6 +452,7 @@ mod tests {
                     bytes_out: 100,
                     fpm_time: Duration::from_millis(ms),
                     duration: Duration::from_millis(ms),
+                    cache: crate::usage::CacheOutcome::None,
                 },
             );
         }

@@ -21,15 +21,14 @@ use http_body::Body;
 
 use crate::access::RequestRecord;
 use crate::body::GatewayBody;
-use crate::cgi::CgiRequest;
+use crate::cached_origin::PhpScript;
 use crate::compression::{ClientEncodings, Policy};
 use crate::error::GatewayError;
-use crate::peer::{ConnInfo, Peer};
+use crate::peer::ConnInfo;
 use crate::resolve::{self, Resolution};
+use crate::routing;
 use crate::snapshot::{SharedState, Snapshot};
-use crate::spool::SpoolLimits;
 use crate::tenant::Tenant;
-use crate::{fastcgi, routing};
 
 /// The gateway as a `tower::Service<http::Request<B>>`. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -116,7 +115,7 @@ where
     ));
     let client = ClientEncodings::of(req.headers());
     let mut tenant = None;
-    let response = match serve(&snapshot, req, conn, &mut record, &mut tenant).await {
+    let response = match serve(&state, &snapshot, req, conn, &mut record, &mut tenant).await {
         Ok(response) => response,
         Err(err) => {
             err.log(record.tenant.as_deref());
@@ -134,7 +133,8 @@ where
 /// The flow, step after step. The record learns the tenant and the body length here, as
 /// they are decided; PHP-FPM's time is filled in by the response body.
 async fn serve<B>(
-    snapshot: &Snapshot,
+    state: &Arc<SharedState>,
+    snapshot: &Arc<Snapshot>,
     req: Request<B>,
     conn: ConnInfo,
     record: &mut RequestRecord,
@@ -146,6 +146,7 @@ where
 {
     let (parts, body) = req.into_parts();
     let config = &snapshot.config;
+    let (cache, telemetry) = (&state.cache, &state.telemetry);
     // hyper's buffer also holds the request line (see `server::REQUEST_LINE_ALLOWANCE`),
     // so the header limit itself is enforced here.
     let max_header_bytes = config.server.max_header_bytes;
@@ -192,38 +193,17 @@ where
             script_path: _,
             path_info,
         } => {
-            let buffering = tenant
-                .request_buffering
-                .unwrap_or(config.default_request_buffering);
-            let limits = SpoolLimits {
-                max_body: config.server.max_body,
-                body_timeout: config.server.body_timeout,
-                temp_dir: config.server.temp_dir.as_deref(),
-                max_spool_bytes: config.server.max_spool_bytes,
-                usage: &snapshot.spool_usage,
+            let script = PhpScript {
+                snapshot: snapshot.clone(),
+                tenant: tenant.clone(),
+                authority: authority.to_owned(),
+                host: host.into_owned(),
+                script_name,
+                path_info,
+                conn,
             };
-            let (body, content_length) =
-                fastcgi::request_body(&parts.headers, body, buffering, &limits).await?;
-            record.bytes_in = content_length.unwrap_or(0);
-            let cgi = CgiRequest {
-                tenant: &tenant,
-                parts: &parts,
-                authority,
-                server_name: &host,
-                script_name: &script_name,
-                path_info: path_info.as_deref(),
-                document_root: &config.fastcgi.fpm_root,
-                peer: Peer::resolve(
-                    &conn,
-                    &parts.headers,
-                    authority,
-                    &config.server.trusted_proxies,
-                ),
-                content_length,
-            };
-            let pool = snapshot.pool_for(tenant.upstream.as_deref());
-            let response = fastcgi::forward(pool, &cgi, body).await?;
-            crate::private_files::intercept(response, &tenant, &parts, record, !conn.tls).await
+            let store = cache.tenant(&tenant.name);
+            crate::cached_origin::serve(script, store, parts, body, record, telemetry).await
         }
     }
 }

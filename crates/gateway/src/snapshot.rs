@@ -295,15 +295,20 @@ pub struct SharedState {
     pub telemetry: Arc<Telemetry>,
     /// Certificates in service and ACME challenge answers; outlives snapshots.
     pub tls: Arc<crate::tls::TlsRuntime>,
+    /// The response cache's entries; outlive snapshots, and follow each config put in
+    /// service (a tenant removed, suspended or changed loses its entries).
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 impl SharedState {
     /// State serving `snapshot`.
     pub fn new(snapshot: Snapshot, telemetry: Arc<Telemetry>) -> Self {
+        let cache = Arc::new(crate::cache::ResponseCache::new(&snapshot.config));
         Self {
             current: ArcSwap::from_pointee(snapshot),
             telemetry,
             tls: Arc::default(),
+            cache,
         }
     }
 
@@ -314,7 +319,9 @@ impl SharedState {
 
     /// Puts `snapshot` in service; requests already running keep the one they loaded.
     pub fn swap(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+        let next = Arc::new(snapshot);
+        let previous = self.current.swap(next.clone());
+        self.cache.reconcile(Some(&previous.config), &next.config);
         self.tls.snapshot_swapped();
     }
 
@@ -323,6 +330,7 @@ impl SharedState {
         let previous = self.current.load();
         let next = Arc::new(Snapshot::build(config, Some(&previous))?);
         self.current.store(next.clone());
+        self.cache.reconcile(Some(&previous.config), &next.config);
         self.tls.snapshot_swapped();
         Ok(next)
     }

@@ -9,6 +9,21 @@ use std::time::Duration;
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
+/// How the response cache took part in an answer: billing counts PHP's work, and answers
+/// from the cache apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Not looked up (no cache for the tenant, a static file, a bypass).
+    #[default]
+    None,
+    /// Answered from a fresh entry: PHP did not run.
+    Hit,
+    /// Answered from an expired entry (while it is refreshed, or PHP-FPM failed).
+    Stale,
+    /// Looked up, not found: PHP ran.
+    Miss,
+}
+
 /// One finished request, as the meter sees it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestUsage {
@@ -22,6 +37,8 @@ pub struct RequestUsage {
     pub fpm_time: Duration,
     /// Whole request time.
     pub duration: Duration,
+    /// Whether the answer came from the response cache.
+    pub cache: CacheOutcome,
 }
 
 /// Counters for one tenant.
@@ -45,13 +62,21 @@ pub struct TenantUsage {
     pub status_4xx: u64,
     /// Responses with a 5xx status.
     pub status_5xx: u64,
+    /// Answers from a fresh cache entry (PHP did not run).
+    pub cache_hits: u64,
+    /// Answers from an expired cache entry (PHP did not run for them).
+    pub cache_stale: u64,
+    /// Cache lookups that found nothing (PHP ran).
+    pub cache_misses: u64,
+    /// Response body bytes sent from the cache.
+    pub cache_bytes_out: u64,
 }
 
 impl TenantUsage {
     /// The counters' names, in [`counters`](Self::counters) order: the usage database's
     /// columns, the CLI's CSV header and the JSON fields. Every place that lists the
     /// counters takes them from here.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 13] = [
         "requests",
         "fpm_time_us",
         "bytes_in",
@@ -61,10 +86,14 @@ impl TenantUsage {
         "status_3xx",
         "status_4xx",
         "status_5xx",
+        "cache_hits",
+        "cache_stale",
+        "cache_misses",
+        "cache_bytes_out",
     ];
 
     /// The counters, in [`NAMES`](Self::NAMES) order.
-    pub fn counters(&self) -> [u64; 9] {
+    pub fn counters(&self) -> [u64; 13] {
         [
             self.requests,
             self.fpm_time_us,
@@ -75,12 +104,16 @@ impl TenantUsage {
             self.status_3xx,
             self.status_4xx,
             self.status_5xx,
+            self.cache_hits,
+            self.cache_stale,
+            self.cache_misses,
+            self.cache_bytes_out,
         ]
     }
 
     /// The counters from their values in [`NAMES`](Self::NAMES) order.
-    pub fn from_counters(counters: [u64; 9]) -> Self {
-        let [requests, fpm_time_us, bytes_in, bytes_out, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx] =
+    pub fn from_counters(counters: [u64; 13]) -> Self {
+        let [requests, fpm_time_us, bytes_in, bytes_out, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, cache_hits, cache_stale, cache_misses, cache_bytes_out] =
             counters;
         Self {
             requests,
@@ -92,6 +125,10 @@ impl TenantUsage {
             status_3xx,
             status_4xx,
             status_5xx,
+            cache_hits,
+            cache_stale,
+            cache_misses,
+            cache_bytes_out,
         }
     }
 
@@ -118,6 +155,15 @@ impl TenantUsage {
             3 => self.status_3xx += 1,
             4 => self.status_4xx += 1,
             _ => self.status_5xx += 1,
+        }
+        match usage.cache {
+            CacheOutcome::None => {}
+            CacheOutcome::Hit => self.cache_hits += 1,
+            CacheOutcome::Stale => self.cache_stale += 1,
+            CacheOutcome::Miss => self.cache_misses += 1,
+        }
+        if matches!(usage.cache, CacheOutcome::Hit | CacheOutcome::Stale) {
+            self.cache_bytes_out += usage.bytes_out;
         }
     }
 
@@ -281,6 +327,7 @@ mod tests {
                     bytes_out: 10,
                     fpm_time: Duration::from_millis(2),
                     duration: Duration::from_millis(3),
+                    cache: CacheOutcome::None,
                 },
             );
         }

@@ -23,8 +23,9 @@ use crate::usage::{TenantUsage, UsageMeter};
 const HOUR: i64 = 3600;
 
 /// Bumped when the table layout changes; a database from a newer gateway is refused
-/// rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+/// rather than misread. 2: the response cache's counters (`cache_*`), added to a version
+/// 1 table by [`add_missing_counters`].
+const SCHEMA_VERSION: i64 = 2;
 
 /// The table and its index. The counter columns are [`TenantUsage::NAMES`], so the
 /// counters are listed in one place; their order in the table is that order.
@@ -156,6 +157,7 @@ impl UsageStore {
         check_schema_version(&conn, path)?;
         conn.execute_batch(&SCHEMA)
             .map_err(fail("cannot create the usage table"))?;
+        add_missing_counters(&conn).map_err(fail("cannot add the new counter columns"))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(fail("cannot record the schema version"))?;
         Ok(Self::from_conn(path, conn))
@@ -286,6 +288,23 @@ fn sums() -> String {
         .map(|column| format!("SUM({column})"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The migration from an older schema: every counter of [`TenantUsage::NAMES`] the table
+/// lacks is added as a column of zeros (a version 1 table has none of the cache's).
+fn add_missing_counters(conn: &Connection) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_info('usage_hourly')")?;
+    let present: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for name in TenantUsage::NAMES {
+        if !present.iter().any(|column| column == name) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE usage_hourly ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a database written by a newer schema, whose columns this build would misread.
@@ -504,6 +523,30 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_cache_counters_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE usage_hourly (tenant TEXT NOT NULL, hour INTEGER NOT NULL, \
+             requests INTEGER NOT NULL DEFAULT 0, fpm_time_us INTEGER NOT NULL DEFAULT 0, \
+             bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0, \
+             status_1xx INTEGER NOT NULL DEFAULT 0, status_2xx INTEGER NOT NULL DEFAULT 0, \
+             status_3xx INTEGER NOT NULL DEFAULT 0, status_4xx INTEGER NOT NULL DEFAULT 0, \
+             status_5xx INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tenant, hour)) WITHOUT ROWID;
+             INSERT INTO usage_hourly (tenant, hour, requests) VALUES ('a', 0, 7);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = UsageStore::open(&path).unwrap();
+        let rows = store.report(None, None).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].usage.requests, 7);
+        assert_eq!(rows[0].usage.cache_hits, 0);
     }
 
     #[test]

@@ -1043,6 +1043,7 @@ async fn health_and_the_openapi_document() {
         "/tenants/{name}",
         "/tenants/{name}/suspend",
         "/tenants/{name}/resume",
+        "/tenants/{name}/cache/purge",
         "/reload",
         "/usage",
         "/usage/recent",

@@ -575,8 +575,8 @@ fn usage_reports_the_database_as_table_json_and_csv() {
         .ok();
     assert_eq!(
         csv,
-        "tenant,requests,fpm_time_us,bytes_in,bytes_out,status_1xx,status_2xx,status_3xx,status_4xx,status_5xx\n\
-         centro2,2,40000,20,200,0,2,0,0,0\n"
+        "tenant,requests,fpm_time_us,bytes_in,bytes_out,status_1xx,status_2xx,status_3xx,status_4xx,status_5xx,cache_hits,cache_stale,cache_misses,cache_bytes_out\n\
+         centro2,2,40000,20,200,0,2,0,0,0,0,0,0,0\n"
     );
 }
 

@@ -28,6 +28,7 @@
 //!   authentication off only if the listener is bound to loopback (the address is bound
 //!   once, at start, whatever a later file says).
 
+mod cache;
 mod dashboard;
 mod error;
 mod recent;
@@ -250,6 +251,10 @@ impl AdminApi {
             Route::DeleteTenant(name) => tenants::delete(self, &name).await,
             Route::Suspend(name) => tenants::set_enabled(self, &name, false).await,
             Route::Resume(name) => tenants::set_enabled(self, &name, true).await,
+            Route::PurgeCache(name) => {
+                let body = read_json_body(req).await?;
+                cache::purge(&self.state, &name, &body)
+            }
             Route::Reload => status::reload(&self.reloader).await,
             Route::Usage => status::usage(&self.state, req.uri().query()).await,
             Route::UsageRecent => {

@@ -22,6 +22,8 @@ pub enum Route {
     Suspend(String),
     /// `POST /tenants/{name}/resume`
     Resume(String),
+    /// `POST /tenants/{name}/cache/purge`
+    PurgeCache(String),
     /// `POST /reload`
     Reload,
     /// `GET /usage`
@@ -65,6 +67,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/tenants/{name}", &["GET", "PUT", "DELETE"]),
     ("/tenants/{name}/suspend", &["POST"]),
     ("/tenants/{name}/resume", &["POST"]),
+    ("/tenants/{name}/cache/purge", &["POST"]),
     ("/reload", &["POST"]),
     ("/usage", &["GET"]),
     ("/usage/recent", &["GET"]),
@@ -81,6 +84,7 @@ enum Resource {
     Tenant(String),
     Suspend(String),
     Resume(String),
+    PurgeCache(String),
     Reload,
     Usage,
     UsageRecent,
@@ -105,7 +109,10 @@ impl Resource {
             | Resource::Health
             | Resource::OpenApi => "GET, HEAD",
             Resource::Tenant(_) => "GET, HEAD, PUT, DELETE",
-            Resource::Suspend(_) | Resource::Resume(_) | Resource::Reload => "POST",
+            Resource::Suspend(_)
+            | Resource::Resume(_)
+            | Resource::PurgeCache(_)
+            | Resource::Reload => "POST",
         }
     }
 }
@@ -121,6 +128,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, Miss> {
         (Resource::Tenant(name), &Method::DELETE) => Route::DeleteTenant(name),
         (Resource::Suspend(name), &Method::POST) => Route::Suspend(name),
         (Resource::Resume(name), &Method::POST) => Route::Resume(name),
+        (Resource::PurgeCache(name), &Method::POST) => Route::PurgeCache(name),
         (Resource::Reload, &Method::POST) => Route::Reload,
         (Resource::Usage, _) if read => Route::Usage,
         (Resource::UsageRecent, _) if read => Route::UsageRecent,
@@ -151,6 +159,9 @@ fn resource(path: &str) -> Option<Resource> {
         ["tenants", name] if !name.is_empty() => Resource::Tenant(decode_segment(name)),
         ["tenants", name, "suspend"] if !name.is_empty() => Resource::Suspend(decode_segment(name)),
         ["tenants", name, "resume"] if !name.is_empty() => Resource::Resume(decode_segment(name)),
+        ["tenants", name, "cache", "purge"] if !name.is_empty() => {
+            Resource::PurgeCache(decode_segment(name))
+        }
         ["reload"] => Resource::Reload,
         ["usage"] => Resource::Usage,
         ["usage", "recent"] => Resource::UsageRecent,

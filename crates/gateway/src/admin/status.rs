@@ -103,6 +103,7 @@ pub(super) fn metrics(state: &SharedState, reloader: &Reloader) -> Response<Full
         tenants.len() - enabled,
     );
     state.tls.render_metrics(&mut text);
+    metrics::render_cache(&mut text, &state.telemetry.usage, &state.cache.stats());
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

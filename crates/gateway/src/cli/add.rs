@@ -62,6 +62,7 @@ pub fn tenants_add(
             compression: None,
             private_root: placement.private_root,
             upstream: placement.upstream,
+            cache: None,
         },
     };
     let ((), config) = tenant_ops::edit(path, |doc| {

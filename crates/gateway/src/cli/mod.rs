@@ -11,9 +11,11 @@
 //! One file per command: [`check`](check()), [`tenants_list`] (`list.rs`),
 //! [`tenants_show`] (`show.rs`), [`tenants_add`] (`add.rs`), [`tenants_remove`],
 //! [`tenants_suspend`] and [`tenants_resume`] (`edit.rs`), [`usage_report`] (`usage.rs`,
-//! with `since.rs` for `--since`); `table.rs` lays out text tables.
+//! with `since.rs` for `--since`); `table.rs` lays out text tables. [`cache_purge`]
+//! (`cache.rs`) asks the running gateway's admin API.
 
 mod add;
+mod cache;
 mod check;
 mod edit;
 mod list;
@@ -31,6 +33,7 @@ use crate::tenant_ops::TenantOpError;
 use crate::usage_store::UsageStoreError;
 
 pub use add::{parse_param_args, tenants_add, Placement};
+pub use cache::cache_purge;
 pub use check::check;
 pub use edit::{tenants_remove, tenants_resume, tenants_suspend};
 pub use list::tenants_list;
@@ -85,6 +88,15 @@ pub enum CliError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// `cache purge` with a config that has no `[server] admin` listener to ask.
+    #[error("{}: the admin API is off (set `admin` under [server]); the cache lives in the running gateway", path.display())]
+    AdminOff {
+        /// The config file.
+        path: PathBuf,
+    },
+    /// The admin API could not be reached, or refused the request.
+    #[error("{0}")]
+    Admin(String),
     /// Encoding the JSON output failed.
     #[error("cannot encode JSON output: {0}")]
     Json(#[from] serde_json::Error),

@@ -160,16 +160,16 @@ mod tests {
         let table = usage_report(&path, None, None, ReportFormat::Table).unwrap();
         assert_eq!(
             table,
-            "TENANT   REQUESTS  FPM_SECONDS  BYTES_IN  BYTES_OUT  1XX  2XX  3XX  4XX  5XX\n\
-             centro1         7        1.750        70       7000    0    7    0    0    0\n\
-             gone            1        0.000        10       1000    0    1    0    0    0\n\
-             TOTAL           8        1.750        80       8000    0    8    0    0    0\n"
+            "TENANT   REQUESTS  FPM_SECONDS  BYTES_IN  BYTES_OUT  1XX  2XX  3XX  4XX  5XX  CACHE_HITS  CACHE_STALE  CACHE_MISSES  CACHE_BYTES_OUT\n\
+             centro1         7        1.750        70       7000    0    7    0    0    0           0            0             0                0\n\
+             gone            1        0.000        10       1000    0    1    0    0    0           0            0             0                0\n\
+             TOTAL           8        1.750        80       8000    0    8    0    0    0           0            0             0                0\n"
         );
         let csv = usage_report(&path, Some("centro1"), None, ReportFormat::Csv).unwrap();
         assert_eq!(
             csv,
-            "tenant,requests,fpm_time_us,bytes_in,bytes_out,status_1xx,status_2xx,status_3xx,status_4xx,status_5xx\n\
-             centro1,7,1750000,70,7000,0,7,0,0,0\n"
+            "tenant,requests,fpm_time_us,bytes_in,bytes_out,status_1xx,status_2xx,status_3xx,status_4xx,status_5xx,cache_hits,cache_stale,cache_misses,cache_bytes_out\n\
+             centro1,7,1750000,70,7000,0,7,0,0,0,0,0,0,0\n"
         );
         let json = usage_report(&path, None, Some("2024-05-02"), ReportFormat::Json).unwrap();
         let json: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -178,7 +178,8 @@ mod tests {
             serde_json::json!([{
                 "tenant": "centro1", "requests": 2, "fpm_time_us": 250_000, "bytes_in": 20,
                 "bytes_out": 2000, "status_1xx": 0, "status_2xx": 2, "status_3xx": 0,
-                "status_4xx": 0, "status_5xx": 0
+                "status_4xx": 0, "status_5xx": 0, "cache_hits": 0, "cache_stale": 0,
+                "cache_misses": 0, "cache_bytes_out": 0
             }])
         );
         let none = usage_report(&path, Some("nobody"), None, ReportFormat::Table).unwrap();

@@ -331,6 +331,9 @@ fn new_tenant_item(tenant: &TenantSettings, max_concurrency: Option<i64>, inline
     if let Some(upstream) = &tenant.upstream {
         table.insert("upstream", Item::Value(Value::from(upstream.as_str())));
     }
+    if let Some(cache) = &tenant.cache {
+        table.insert("cache", Item::Value(cache.toml_value()));
+    }
     if inline {
         Item::Value(Value::InlineTable(table.into_inline_table()))
     } else {
@@ -457,6 +460,31 @@ fn update_tenant(table: &mut dyn TableLike, tenant: &TenantSettings, max_concurr
             }
         }
     }
+
+    match &tenant.cache {
+        None => {
+            table.remove("cache");
+        }
+        Some(cache) => {
+            let written = table.get("cache").and_then(|item| {
+                let text = match item {
+                    Item::Table(sub) => format!("[cache]\n{sub}"),
+                    other => format!("cache = {other}"),
+                };
+                toml::from_str::<CacheKey>(&text).ok()
+            });
+            if written.is_none_or(|written| written.cache != *cache) {
+                table.remove("cache");
+                table.insert("cache", Item::Value(cache.toml_value()));
+            }
+        }
+    }
+}
+
+/// The `cache` key alone, to compare what is written with what is asked for.
+#[derive(serde::Deserialize)]
+struct CacheKey {
+    cache: crate::config::TenantCacheSettings,
 }
 
 /// The `tls` key alone, to compare what is written with what is asked for.

@@ -18,6 +18,7 @@
 //! types [`Config`] holds, once: nothing downstream checks them again. Only when it fails
 //! is the text parsed again (with `toml_edit`, which keeps positions) to say where.
 
+pub(crate) mod cache;
 pub(crate) mod cgi_variables;
 pub(crate) mod edit;
 pub(crate) mod error;
@@ -38,6 +39,7 @@ use serde::Deserialize;
 
 use crate::compression::Encoding;
 
+pub use cache::{CacheConfig, TenantCache, TenantCacheSettings};
 pub use edit::{ConfigDocument, EditError};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use fastcgi::{FastCgiConfig, Upstream};
@@ -90,6 +92,10 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// `[tls]` and `[defaults] tls`.
     pub tls: TlsConfig,
+    /// `[cache]`: the memory the response cache may take over all tenants.
+    pub cache: CacheConfig,
+    /// `[defaults.cache]`: the cache settings of tenants that leave a key out.
+    pub default_cache: TenantCacheSettings,
 }
 
 impl Config {
@@ -134,6 +140,8 @@ impl fmt::Debug for Config {
             .field("usage", &self.usage)
             .field("tenants", &self.tenants)
             .field("tls", &self.tls)
+            .field("cache", &self.cache)
+            .field("default_cache", &self.default_cache)
             .finish()
     }
 }
@@ -154,6 +162,8 @@ struct RawConfig {
     tenants: BTreeMap<String, TenantSettings>,
     #[serde(default)]
     tls: tls::RawTls,
+    #[serde(default)]
+    cache: cache::RawCache,
 }
 
 #[derive(Default, Deserialize)]
@@ -256,6 +266,9 @@ impl Config {
                 .map_or(DEFAULT_USAGE_FLUSH_INTERVAL, |d| d.0),
         };
 
+        let default_cache = raw.defaults.cache.unwrap_or_default();
+        default_cache.check(&["defaults", "cache"])?;
+
         Ok(Config {
             path: file.to_path_buf(),
             base_dir: base_dir.to_path_buf(),
@@ -270,6 +283,8 @@ impl Config {
             usage,
             tenants,
             tls,
+            cache: raw.cache.validate(),
+            default_cache,
         })
     }
 }
@@ -284,6 +299,18 @@ fn unknown_upstream(name: &str, upstreams: &BTreeMap<String, UpstreamConfig>) ->
             "no [upstreams.{name}] table (upstreams defined: {})",
             known.join(", ")
         )
+    }
+}
+
+impl Config {
+    /// The response cache settings of `tenant`, resolved over `[defaults.cache]`; `None`
+    /// when its answers are not cached.
+    pub fn cache_for(&self, tenant: &TenantConfig) -> Option<TenantCache> {
+        tenant
+            .cache
+            .as_ref()
+            .unwrap_or(&TenantCacheSettings::default())
+            .resolve(&self.default_cache, self.cache)
     }
 }
 

@@ -70,6 +70,10 @@ pub struct TenantSettings {
     /// `[defaults] upstream`, else the `[fastcgi]` upstream.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// `[tenants.NAME.cache]`: the response cache for this tenant; `None` follows
+    /// `[defaults.cache]`.
+    #[serde(default, deserialize_with = "super::cache::table_only")]
+    pub cache: Option<super::TenantCacheSettings>,
 }
 
 /// One tenant's validated settings: what [`TenantSettings::validate`] returns and
@@ -106,6 +110,9 @@ pub struct TenantConfig {
     /// it exists is checked against the whole file); `None` follows `[defaults]
     /// upstream`, else the `[fastcgi]` upstream.
     pub upstream: Option<String>,
+    /// Its own cache settings (cookie patterns checked); `None` follows
+    /// `[defaults.cache]`.
+    pub cache: Option<super::TenantCacheSettings>,
 }
 
 fn enabled_by_default() -> bool {
@@ -128,6 +135,7 @@ macro_rules! tenant_impls {
                     compression: None,
                     private_root: None,
                     upstream: None,
+                    cache: None,
                 }
             }
         }
@@ -144,6 +152,7 @@ macro_rules! tenant_impls {
                     .field("compression", &self.compression)
                     .field("private_root", &self.private_root)
                     .field("upstream", &self.upstream)
+                    .field("cache", &self.cache)
                     .finish()
             }
         }
@@ -382,6 +391,11 @@ impl TenantSettings {
                 .at([KeySegment::Key("upstream".into())]));
             }
         }
+        if let Some(cache) = &self.cache {
+            cache
+                .check(&["cache"])
+                .map_err(|err| err.for_tenant(name))?;
+        }
         let tenant = TenantConfig {
             hosts: patterns.iter().map(HostPattern::to_config_string).collect(),
             params: self.params,
@@ -392,6 +406,7 @@ impl TenantSettings {
             compression,
             private_root: self.private_root,
             upstream: self.upstream,
+            cache: self.cache,
         };
         Ok((tenant, patterns))
     }
@@ -495,6 +510,9 @@ pub(crate) struct RawDefaults {
     pub(crate) compression: Option<Vec<Encoding>>,
     pub(crate) private_root: Option<String>,
     pub(crate) upstream: Option<String>,
+    /// `[defaults.cache]`.
+    #[serde(default, deserialize_with = "super::cache::table_only")]
+    pub(crate) cache: Option<super::TenantCacheSettings>,
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub struct TenantView<'a> {
     /// (answers about one tenant: the admin API's `/tenants/{name}`, `tenants show`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effective_compression: Option<&'a [Encoding]>,
+    /// Its own response cache table, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'a crate::config::TenantCacheSettings>,
     /// Automatic certificates by host (the admin API only: `GET /tenants/{name}`, and
     /// `GET /tenants` for tenants that have any).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +69,7 @@ impl<'a> TenantView<'a> {
             tls: tenant.tls.as_ref(),
             compression: tenant.compression.as_deref(),
             effective_compression: None,
+            cache: tenant.cache.as_ref(),
             certificates: None,
         }
     }
