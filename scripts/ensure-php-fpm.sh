@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the external programs the tests need are installed (Debian/Ubuntu).
 #
-# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-pebble] [--with-bench] [--print-path]
+# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-pebble] [--with-bench] [--with-postgres] [--print-path]
 #
 #   (always)      php-fpm and php-cli (packages php-fpm, php-cli)
 #   --with-nginx  nginx, the reference server some tests compare against
@@ -11,6 +11,8 @@
 #   --with-bench  wrk, the HTTP load generator used by the benchmarks,
 #                 caddy, a second reference server in the load benchmark, and
 #                 h2load (package nghttp2-client) for its HTTP/2 rows
+#   --with-postgres PostgreSQL (package postgresql: initdb and postgres under
+#                 /usr/lib/postgresql/*/bin), the fleet tests' registry and ledger
 #   --print-path  print the php-fpm binary path on stdout when done
 #
 # Idempotent: does nothing when everything is present, otherwise runs
@@ -23,12 +25,14 @@ set -euo pipefail
 with_nginx=0
 with_bench=0
 with_pebble=0
+with_postgres=0
 print_path=0
 for arg in "$@"; do
     case "$arg" in
         --with-nginx) with_nginx=1 ;;
         --with-bench) with_bench=1 ;;
         --with-pebble) with_pebble=1 ;;
+        --with-postgres) with_postgres=1 ;;
         --print-path) print_path=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -56,6 +60,16 @@ find_php_fpm() {
         return 0
     fi
     command -v php-fpm || true
+}
+
+find_postgres() {
+    local dir
+    dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1 || true)
+    if [[ -n "$dir" && -x "$dir/initdb" && -x "$dir/postgres" ]]; then
+        echo "$dir"
+        return 0
+    fi
+    command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)" || true
 }
 
 find_nginx() {
@@ -96,6 +110,9 @@ fi
 if ((with_pebble)) && ! command -v pebble >/dev/null 2>&1; then
     packages+=(pebble)
 fi
+if ((with_postgres)) && [[ -z "$(find_postgres)" ]]; then
+    packages+=(postgresql)
+fi
 if ((with_bench)) && ! command -v caddy >/dev/null 2>&1; then
     packages+=(caddy)
 fi
@@ -107,6 +124,7 @@ if ((${#packages[@]} == 0)); then
     found="php-fpm at $php_fpm"
     if ((with_nginx)); then found+=", nginx at $(find_nginx)"; fi
     if ((with_pebble)); then found+=", pebble at $(command -v pebble)"; fi
+    if ((with_postgres)); then found+=", PostgreSQL in $(find_postgres)"; fi
     if ((with_bench)); then found+=", wrk at $(command -v wrk), caddy at $(command -v caddy), h2load at $(command -v h2load)"; fi
     log "nothing to do: $found"
 else
@@ -141,6 +159,10 @@ else
     fi
     if ((with_nginx)) && [[ -z "$(find_nginx)" ]]; then
         log "nginx still not found after installing ${packages[*]}"
+        exit 1
+    fi
+    if ((with_postgres)) && [[ -z "$(find_postgres)" ]]; then
+        log "PostgreSQL still not found after installing ${packages[*]}"
         exit 1
     fi
     for tool in wrk caddy h2load; do

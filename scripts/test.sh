@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command that runs every check, locally and in CI:
-#   1. ensures php-fpm, php-cli, nginx and pebble are installed (scripts/ensure-php-fpm.sh)
+#   1. ensures php-fpm, php-cli, nginx, pebble and PostgreSQL are installed (scripts/ensure-php-fpm.sh)
 #   2. cargo fmt --check
 #   3. cargo clippy on every crate and target, warnings are errors
 #   4. cargo test on the whole workspace
@@ -20,7 +20,7 @@ if [[ -f Cargo.lock ]]; then
 fi
 
 step "ensure php-fpm, nginx and pebble"
-scripts/ensure-php-fpm.sh --with-nginx --with-pebble
+scripts/ensure-php-fpm.sh --with-nginx --with-pebble --with-postgres
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -16,6 +16,7 @@
 //!   metering for billing, and Prometheus metrics.
 //! - `admin`: the admin API on its own listener (tenants, reload, usage, metrics).
 //! - [`tenant_ops`]: the tenant commands both the CLI ([`cli`]) and the admin API run.
+//! - [`fleet`]: several gateways sharing the tenants and the usage ledger in PostgreSQL.
 
 // No `unwrap`/`expect` outside tests: what comes from the network, a file or the
 // config fails with a typed error instead.
@@ -33,6 +34,7 @@ pub mod connection;
 pub mod error;
 pub(crate) mod fastcgi;
 pub(crate) mod file_body;
+pub mod fleet;
 pub mod https;
 pub mod logging;
 pub mod memory;
@@ -69,6 +71,9 @@ pub enum RunError {
     /// The TLS listeners could not be set up.
     #[error(transparent)]
     Tls(#[from] server::tls::TlsSetupError),
+    /// The fleet registry could not be read (PostgreSQL down and no snapshot file).
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -93,11 +98,29 @@ pub struct Gateway {
     admin: Option<admin::AdminServer>,
     /// The HTTPS listeners (`[server] tls_listen`), when any.
     tls: Option<server::tls::TlsListeners>,
+    /// The fleet registry, when `[registry] postgres` is set.
+    fleet: Option<std::sync::Arc<fleet::Fleet>>,
 }
 
 impl Gateway {
     /// Builds the first snapshot from `config` and binds every listen address.
     pub async fn bind(config: config::Config) -> Result<Self, RunError> {
+        // In a fleet the tenants come from PostgreSQL (or, when it is down, from the
+        // last good registry on disk), validated with the file's other settings.
+        let (config, registry) = if config.registry.postgres.is_some() {
+            let (view, source) = fleet::boot(&config).await?;
+            tracing::info!(
+                version = view.version,
+                tenants = view.tenants.len(),
+                ?source,
+                "fleet registry read"
+            );
+            let with_tenants =
+                config::Config::load_with_tenants(&config.path, &view.tenant_settings())?;
+            (with_tenants, Some((view, config.clone())))
+        } else {
+            (config, None)
+        };
         let listen = config.server.listen.clone();
         let tls_listen = config.server.tls_listen.clone();
         let admin_addr = config.server.admin;
@@ -131,6 +154,10 @@ impl Gateway {
         memory::release_free_memory();
         let state = std::sync::Arc::new(snapshot::SharedState::new(snapshot, telemetry));
         let reloader = std::sync::Arc::new(reload::Reloader::new(path, state.clone()));
+        let fleet = match registry {
+            Some((view, config)) => Some(fleet::Fleet::new(&config, reloader.clone(), view)?),
+            None => None,
+        };
         let mut listeners = Vec::new();
         for addr in listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -157,7 +184,8 @@ impl Gateway {
             Some(addr) => Some(
                 admin::AdminServer::bind(addr, state.clone(), reloader.clone())
                     .await
-                    .map_err(|source| RunError::Bind { addr, source })?,
+                    .map_err(|source| RunError::Bind { addr, source })?
+                    .with_fleet(fleet.clone()),
             ),
             None => None,
         };
@@ -168,7 +196,13 @@ impl Gateway {
             limits,
             admin,
             tls,
+            fleet,
         })
+    }
+
+    /// The fleet registry (`[registry] postgres`); `None` on a single machine.
+    pub fn fleet(&self) -> Option<&std::sync::Arc<fleet::Fleet>> {
+        self.fleet.as_ref()
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -230,19 +264,38 @@ impl Gateway {
                 reloader.watch(stop.cancelled_owned()).await;
             }));
         }
+        if let Some(fleet) = &self.fleet {
+            let stop = stop.clone();
+            background.push(tokio::spawn(fleet.clone().listen(stop.cancelled_owned())));
+        }
         let snapshot = self.state.load();
         if let Some(database) = &snapshot.config.usage.database {
             match usage_store::UsageStore::open(database) {
                 Ok(store) => {
                     let meter = self.state.telemetry.usage.clone();
                     let interval = snapshot.config.usage.flush_interval;
-                    let stop = stop.clone();
-                    background.push(tokio::spawn(usage_store::run_flusher(
+                    let flusher = tokio::spawn(usage_store::run_flusher(
                         meter,
                         store,
                         interval,
-                        stop.cancelled_owned(),
-                    )));
+                        stop.clone().cancelled_owned(),
+                    ));
+                    if let Some(shipping) = snapshot.config.usage.shipping.clone() {
+                        // Ships what the flusher wrote; its last round after the
+                        // flusher's last flush.
+                        let stop = stop.clone();
+                        background.push(tokio::spawn(fleet::ship::run(
+                            shipping,
+                            database.clone(),
+                            interval,
+                            stop.cancelled_owned(),
+                            async move {
+                                let _ = flusher.await;
+                            },
+                        )));
+                    } else {
+                        background.push(flusher);
+                    }
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "usage metering disabled: cannot open the database")
