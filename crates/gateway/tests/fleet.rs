@@ -793,3 +793,103 @@ async fn a_replayed_or_reordered_shipment_does_not_double_count_and_an_id_ships_
         "gw-1 stayed locked after its session ended"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_migrates_imports_exports_and_reports_fleet_usage() {
+    let Some(pg) = postgres_or_skip("registry CLI").await else {
+        return;
+    };
+    let fpm = start_fpm(FpmConfig::new().workers(2));
+    let dir = tempfile::tempdir().unwrap();
+    let member = Member {
+        name: "a",
+        registry: pg.conn_string(),
+        ledger: Some(pg.conn_string()),
+    };
+    let config = write_config(dir.path(), &fpm, &member);
+    let single = dir.path().join("single.toml");
+    std::fs::write(
+        &single,
+        "# a single machine's tenants\n[tenants.alpha]\nhosts = [\"alpha.test\"]\nparams = { MARKER = \"imported\", DBPORT = 5432 }\n\n\
+         [tenants.beta]\nhosts = [\"beta.test\", \"*.beta.test\"]\nenabled = false\n",
+    )
+    .unwrap();
+    let clash = dir.path().join("clash.toml");
+    std::fs::write(&clash, "[tenants.gamma]\nhosts = [\"ALPHA.test.\"]\n").unwrap();
+    let cli = |f: Box<dyn FnOnce() -> Result<String, gateway::cli::CliError> + Send>| {
+        tokio::task::spawn_blocking(f)
+    };
+    let (c1, c2, c3, c4) = (
+        config.clone(),
+        config.clone(),
+        config.clone(),
+        config.clone(),
+    );
+    let (s1, s2) = (single.clone(), clash.clone());
+    let migrated = cli(Box::new(move || gateway::cli::registry_migrate(&c1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(migrated.contains("current"), "{migrated}");
+    let imported = cli(Box::new(move || gateway::cli::registry_import(&c2, &s1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(imported.starts_with("imported 2 tenants"), "{imported}");
+    // A host taken, once normalised, is refused and nothing is written.
+    let refused = cli(Box::new(move || gateway::cli::registry_import(&c3, &s2)))
+        .await
+        .unwrap();
+    let err = refused.unwrap_err().to_string();
+    assert!(err.contains("duplicate host"), "{err}");
+    let exported = cli(Box::new(move || gateway::cli::registry_export(&c4)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exported.contains("[tenants.alpha]") && exported.contains("[tenants.beta]"),
+        "{exported}"
+    );
+    assert!(!exported.contains("gamma"), "{exported}");
+    let round_trip: toml::Table = toml::from_str(&exported).unwrap();
+    assert_eq!(
+        round_trip["tenants"]["beta"]["enabled"].as_bool(),
+        Some(false)
+    );
+
+    // A gateway started now serves them.
+    let a = start(&config).await;
+    assert_eq!(php_marker(a.addr, "alpha.test").await, "imported");
+    assert_eq!(
+        Conn::new(a.addr)
+            .get("beta.test", "/hello.php")
+            .await
+            .unwrap()
+            .status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    for _ in 0..3 {
+        let reply = Conn::new(a.addr)
+            .get("alpha.test", "/hello.php")
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    a.stopped(Duration::from_secs(20)).await;
+    // `gateway usage` reads the ledger the gateway shipped to at shutdown.
+    let c5 = config.clone();
+    let report = cli(Box::new(move || {
+        gateway::cli::usage_report(&c5, None, None, gateway::cli::ReportFormat::Json)
+    }))
+    .await
+    .unwrap()
+    .unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let alpha = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tenant"] == "alpha")
+        .unwrap();
+    assert_eq!(alpha["requests"], 4, "{report}");
+}
