@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the external programs the tests need are installed (Debian/Ubuntu).
 #
-# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-pebble] [--with-bench] [--with-deploy] [--print-path]
+# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-pebble] [--with-bench] [--with-chromium] [--with-deploy] [--with-postgres] [--print-path]
 #
 #   (always)      php-fpm and php-cli (packages php-fpm, php-cli)
 #   --with-nginx  nginx, the reference server some tests compare against
@@ -16,6 +16,8 @@
 #   --with-deploy systemd-socket-activate and systemd-analyze (package systemd), dpkg,
 #                 wrk, and cargo-deb (`cargo install cargo-deb --locked`), for the
 #                 package, socket activation and restart tests (crates/gateway/tests/deploy.rs)
+#   --with-postgres PostgreSQL (package postgresql: initdb and postgres under
+#                 /usr/lib/postgresql/*/bin), the fleet tests' registry and ledger
 #   --print-path  print the php-fpm binary path on stdout when done
 #
 # Idempotent: does nothing when everything is present, otherwise runs
@@ -30,6 +32,7 @@ with_bench=0
 with_pebble=0
 with_chromium=0
 with_deploy=0
+with_postgres=0
 print_path=0
 for arg in "$@"; do
     case "$arg" in
@@ -38,6 +41,7 @@ for arg in "$@"; do
         --with-pebble) with_pebble=1 ;;
         --with-chromium) with_chromium=1 ;;
         --with-deploy) with_deploy=1 ;;
+        --with-postgres) with_postgres=1 ;;
         --print-path) print_path=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -65,6 +69,16 @@ find_php_fpm() {
         return 0
     fi
     command -v php-fpm || true
+}
+
+find_postgres() {
+    local dir
+    dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1 || true)
+    if [[ -n "$dir" && -x "$dir/initdb" && -x "$dir/postgres" ]]; then
+        echo "$dir"
+        return 0
+    fi
+    command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)" || true
 }
 
 find_nginx() {
@@ -114,6 +128,9 @@ fi
 if ((with_deploy)) && ! command -v wrk >/dev/null 2>&1 && [[ " ${packages[*]} " != *" wrk "* ]]; then
     packages+=(wrk)
 fi
+if ((with_postgres)) && [[ -z "$(find_postgres)" ]]; then
+    packages+=(postgresql)
+fi
 if ((with_bench)) && ! command -v caddy >/dev/null 2>&1; then
     packages+=(caddy)
 fi
@@ -126,6 +143,7 @@ if ((${#packages[@]} == 0)); then
     if ((with_nginx)); then found+=", nginx at $(find_nginx)"; fi
     if ((with_pebble)); then found+=", pebble at $(command -v pebble)"; fi
     if ((with_chromium)); then found+=", chromium at $(command -v chromium)"; fi
+    if ((with_postgres)); then found+=", PostgreSQL in $(find_postgres)"; fi
     if ((with_bench)); then found+=", wrk at $(command -v wrk), caddy at $(command -v caddy), h2load at $(command -v h2load)"; fi
     log "nothing to do: $found"
 else
@@ -160,6 +178,10 @@ else
     fi
     if ((with_nginx)) && [[ -z "$(find_nginx)" ]]; then
         log "nginx still not found after installing ${packages[*]}"
+        exit 1
+    fi
+    if ((with_postgres)) && [[ -z "$(find_postgres)" ]]; then
+        log "PostgreSQL still not found after installing ${packages[*]}"
         exit 1
     fi
     for tool in wrk caddy h2load; do

@@ -52,6 +52,9 @@ struct Shared {
     open: Mutex<HashMap<u64, Vec<Stream>>>,
     /// Threads of relayed connections (finished ones are pruned lazily).
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Per open connection, whether it is blackholed: its bytes are read and dropped in
+    /// both directions, the sockets stay open (a half-open peer, as a pulled cable).
+    blackholes: Mutex<HashMap<u64, Arc<AtomicBool>>>,
 }
 
 impl Shared {
@@ -61,6 +64,12 @@ impl Shared {
 
     fn threads(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
         self.threads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn blackholes(&self) -> MutexGuard<'_, HashMap<u64, Arc<AtomicBool>>> {
+        self.blackholes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -162,6 +171,18 @@ impl CountingRelay {
             }
         }
     }
+
+    /// Blackholes every connection currently relayed: from now on their bytes are
+    /// dropped in both directions while both sockets stay open, so neither peer sees an
+    /// error (a half-open connection, as behind a pulled cable or a dead NAT entry).
+    /// New connections are relayed normally. Returns how many were blackholed.
+    pub fn blackhole_all(&self) -> usize {
+        let blackholes = self.shared.blackholes();
+        for flag in blackholes.values() {
+            flag.store(true, Ordering::SeqCst);
+        }
+        blackholes.len()
+    }
 }
 
 impl Drop for CountingRelay {
@@ -207,6 +228,7 @@ fn accept_loop(listener: TcpListener, target: FpmAddress, shared: Arc<Shared>) {
             .spawn(move || {
                 relay_connection(id, client, &conn_target, &conn_shared);
                 conn_shared.open().remove(&id);
+                conn_shared.blackholes().remove(&id);
                 conn_shared.current.fetch_sub(1, Ordering::SeqCst);
             });
         let mut threads = shared.threads();
@@ -244,14 +266,17 @@ fn relay_connection(id: u64, client: TcpStream, target: &FpmAddress, shared: &Sh
         }
         open.insert(id, vec![client_ctl, upstream_ctl]);
     }
+    let blackhole = Arc::new(AtomicBool::new(false));
+    shared.blackholes().insert(id, Arc::clone(&blackhole));
+    let up_blackhole = Arc::clone(&blackhole);
 
     // client -> upstream on a helper thread, upstream -> client here.
     let up = thread::Builder::new()
         .name(format!("r{port}u{id}"))
-        .spawn(move || pump(client_reader, upstream));
+        .spawn(move || pump(client_reader, upstream, &up_blackhole));
     match up {
         Ok(handle) => {
-            pump(upstream_reader, client);
+            pump(upstream_reader, client, &blackhole);
             let _ = handle.join();
         }
         Err(_) => {
@@ -262,12 +287,14 @@ fn relay_connection(id: u64, client: TcpStream, target: &FpmAddress, shared: &Sh
 }
 
 /// Copies `from` into `to` until EOF, then half-closes `to`. On an I/O error
-/// both sockets are shut down completely, which also ends the opposite pump.
-fn pump(mut from: Stream, mut to: Stream) {
+/// both sockets are shut down completely, which also ends the opposite pump. While
+/// `blackhole` is set, what is read is dropped.
+fn pump(mut from: Stream, mut to: Stream, blackhole: &AtomicBool) {
     let mut buf = vec![0u8; BUFFER_SIZE];
     let result: io::Result<()> = loop {
         match from.read(&mut buf) {
             Ok(0) => break Ok(()),
+            Ok(_) if blackhole.load(Ordering::SeqCst) => {}
             Ok(n) => {
                 if let Err(err) = to.write_all(&buf[..n]) {
                     break Err(err);

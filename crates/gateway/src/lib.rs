@@ -18,6 +18,7 @@
 //! - [`tenant_ops`]: the tenant commands both the CLI ([`cli`]) and the admin API run.
 //! - [`systemd`], [`takeover`]: listening sockets handed over (socket activation, or by
 //!   the process being upgraded), readiness and watchdog notifications.
+//! - [`fleet`]: several gateways sharing the tenants and the usage ledger in PostgreSQL.
 
 // No `unwrap`/`expect` outside tests: what comes from the network, a file or the
 // config fails with a typed error instead.
@@ -37,6 +38,7 @@ pub mod connection;
 pub mod error;
 pub(crate) mod fastcgi;
 pub(crate) mod file_body;
+pub mod fleet;
 pub mod https;
 pub mod logging;
 pub mod memory;
@@ -84,6 +86,9 @@ pub enum RunError {
     /// `serve --takeover` without `[server] takeover_socket` in the config.
     #[error("--takeover needs [server] takeover_socket in the config")]
     NoTakeoverSocket,
+    /// The fleet registry could not be read (PostgreSQL down and no snapshot file).
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -113,6 +118,8 @@ pub struct Gateway {
     handover_fds: Vec<std::os::fd::OwnedFd>,
     /// The takeover this process is completing, when started with one.
     handover: Option<takeover::Handover>,
+    /// The fleet registry, when `[registry] postgres` is set.
+    fleet: Option<std::sync::Arc<fleet::Fleet>>,
 }
 
 impl Gateway {
@@ -132,6 +139,22 @@ impl Gateway {
     ) -> Result<Self, RunError> {
         let keep_copies = config.server.takeover_socket.is_some();
         let mut handover_fds = Vec::new();
+        // In a fleet the tenants come from PostgreSQL (or, when it is down, from the
+        // last good registry on disk), validated with the file's other settings.
+        let (config, registry) = if config.registry.postgres.is_some() {
+            let (view, source) = fleet::boot(&config).await?;
+            tracing::info!(
+                version = view.version,
+                tenants = view.tenants.len(),
+                ?source,
+                "fleet registry read"
+            );
+            let with_tenants =
+                config::Config::load_with_tenants(&config.path, &view.tenant_settings())?;
+            (with_tenants, Some((view, config.clone())))
+        } else {
+            (config, None)
+        };
         let listen = config.server.listen.clone();
         let tls_listen = config.server.tls_listen.clone();
         let admin_addr = config.server.admin;
@@ -166,6 +189,10 @@ impl Gateway {
         memory::release_free_memory();
         let state = std::sync::Arc::new(snapshot::SharedState::new(snapshot, telemetry));
         let reloader = std::sync::Arc::new(reload::Reloader::new(path, state.clone()));
+        let fleet = match registry {
+            Some((view, config)) => Some(fleet::Fleet::new(&config, reloader.clone(), view)?),
+            None => None,
+        };
         let mut listeners = Vec::new();
         for addr in listen {
             listeners.push(
@@ -206,7 +233,8 @@ impl Gateway {
                 .await?;
                 Some(
                     admin::AdminServer::from_listener(listener, state.clone(), reloader.clone())
-                        .map_err(|source| RunError::Bind { addr, source })?,
+                        .map_err(|source| RunError::Bind { addr, source })?
+                        .with_fleet(fleet.clone()),
                 )
             }
             None => None,
@@ -221,7 +249,13 @@ impl Gateway {
             tls,
             handover_fds,
             handover,
+            fleet,
         })
+    }
+
+    /// The fleet registry (`[registry] postgres`); `None` on a single machine.
+    pub fn fleet(&self) -> Option<&std::sync::Arc<fleet::Fleet>> {
+        self.fleet.as_ref()
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -283,19 +317,38 @@ impl Gateway {
                 reloader.watch(stop.cancelled_owned()).await;
             }));
         }
+        if let Some(fleet) = &self.fleet {
+            let stop = stop.clone();
+            background.push(tokio::spawn(fleet.clone().listen(stop.cancelled_owned())));
+        }
         let snapshot = self.state.load();
         if let Some(database) = &snapshot.config.usage.database {
             match usage_store::UsageStore::open(database) {
                 Ok(store) => {
                     let meter = self.state.telemetry.usage.clone();
                     let interval = snapshot.config.usage.flush_interval;
-                    let stop = stop.clone();
-                    background.push(tokio::spawn(usage_store::run_flusher(
+                    let flusher = tokio::spawn(usage_store::run_flusher(
                         meter,
                         store,
                         interval,
-                        stop.cancelled_owned(),
-                    )));
+                        stop.clone().cancelled_owned(),
+                    ));
+                    if let Some(shipping) = snapshot.config.usage.shipping.clone() {
+                        // Ships what the flusher wrote; its last round after the
+                        // flusher's last flush.
+                        let stop = stop.clone();
+                        background.push(tokio::spawn(fleet::ship::run(
+                            shipping,
+                            database.clone(),
+                            interval,
+                            stop.cancelled_owned(),
+                            async move {
+                                let _ = flusher.await;
+                            },
+                        )));
+                    } else {
+                        background.push(flusher);
+                    }
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "usage metering disabled: cannot open the database")

@@ -58,7 +58,13 @@ enum Command {
         #[command(subcommand)]
         action: CacheCommand,
     },
-    /// Prints per-tenant usage from the metering database named in the config.
+    /// The fleet's tenant registry in PostgreSQL (`[registry] postgres`).
+    Registry {
+        #[command(subcommand)]
+        action: RegistryCommand,
+    },
+    /// Prints per-tenant usage from the metering database named in the config (in a
+    /// fleet, `[usage] postgres`: every gateway's totals from the shared ledger).
     Usage {
         #[command(flatten)]
         file: ConfigFile,
@@ -173,6 +179,27 @@ enum TenantsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Creates or upgrades the fleet's tables in PostgreSQL.
+    Migrate {
+        #[command(flatten)]
+        file: ConfigFile,
+    },
+    /// Writes the `[tenants.NAME]` tables of a file to the registry, in one transaction.
+    Import {
+        /// The file whose tenants to import (a single machine's tenants.toml).
+        tenants: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
+    },
+    /// Prints the registry's tenants as `[tenants.NAME]` tables (secrets in clear).
+    Export {
+        #[command(flatten)]
+        file: ConfigFile,
+    },
+}
+
 /// Output of `tenants list` and `tenants show`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ListFormat {
@@ -203,6 +230,13 @@ fn main() -> ExitCode {
             &name,
             &gateway::cache::Purge { urls, prefix, tags },
         )),
+        Command::Registry { action } => print(match action {
+            RegistryCommand::Migrate { file } => cli::registry_migrate(&file.config),
+            RegistryCommand::Import { tenants, file } => {
+                cli::registry_import(&file.config, &tenants)
+            }
+            RegistryCommand::Export { file } => cli::registry_export(&file.config),
+        }),
         Command::Usage {
             file,
             tenant,

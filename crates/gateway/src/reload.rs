@@ -48,7 +48,14 @@ pub struct Reloader {
     last_error: Mutex<Option<String>>,
     /// Serializes reloads: the watcher, SIGHUP and the admin API may fire together.
     lock: tokio::sync::Mutex<()>,
+    /// In a fleet, the tenants of the last registry put in service (read from
+    /// PostgreSQL by `fleet`): a reload of the file keeps them in place of the file's
+    /// (absent) `[tenants]`. `None` on a single machine.
+    registry_tenants: Mutex<Option<RegistryTenants>>,
 }
+
+/// A fleet registry's tenants, as written (validated with the file at each reload).
+pub type RegistryTenants = Arc<std::collections::BTreeMap<String, crate::config::TenantSettings>>;
 
 impl Reloader {
     /// A reloader for the config at `path`, swapping snapshots into `state`.
@@ -59,6 +66,7 @@ impl Reloader {
             stats: Arc::new(ReloadStats::default()),
             last_error: Mutex::new(None),
             lock: tokio::sync::Mutex::new(()),
+            registry_tenants: Mutex::new(None),
         }
     }
 
@@ -93,16 +101,55 @@ impl Reloader {
         self.put_in_service(Some(config)).await
     }
 
+    /// Puts a fleet registry's `tenants` in service with the config file's other
+    /// settings, validated as a reload of a file listing them would be; refused (the
+    /// snapshot in service stays) when they are not valid. Later reloads of the file
+    /// keep them.
+    pub async fn apply_registry(
+        &self,
+        tenants: RegistryTenants,
+    ) -> Result<ReloadOutcome, ReloadError> {
+        self.put_in_service_from(None, Some(tenants)).await
+    }
+
+    /// The fleet registry's tenants last put in service; `None` on a single machine.
+    pub fn registry_tenants(&self) -> Option<RegistryTenants> {
+        self.registry_tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes later reloads use `tenants` (the registry the first snapshot was built
+    /// with) without building a snapshot now.
+    pub fn set_registry_tenants(&self, tenants: RegistryTenants) {
+        *self
+            .registry_tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tenants);
+    }
+
     /// [`reload`](Self::reload) with the file's config already `loaded`, or not.
     async fn put_in_service(&self, loaded: Option<Config>) -> Result<ReloadOutcome, ReloadError> {
+        self.put_in_service_from(loaded, None).await
+    }
+
+    /// [`put_in_service`](Self::put_in_service), with a new fleet registry or not.
+    async fn put_in_service_from(
+        &self,
+        loaded: Option<Config>,
+        new_tenants: Option<RegistryTenants>,
+    ) -> Result<ReloadOutcome, ReloadError> {
         let _guard = self.lock.lock().await;
         let path = self.path.clone();
         let state = self.state.clone();
+        let tenants = new_tenants.clone().or_else(|| self.registry_tenants());
         // Parsing 10,000 tenants and reading files is blocking work.
         let result = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
-            let config = match loaded {
-                Some(config) => config,
-                None => Config::load(&path)?,
+            let config = match (loaded, tenants) {
+                (Some(config), _) => config,
+                (None, Some(tenants)) => Config::load_with_tenants(&path, &tenants)?,
+                (None, None) => Config::load(&path)?,
             };
             let previous = state.load();
             if *previous.config == config && !suspended_page_changed(&previous) {
@@ -123,6 +170,9 @@ impl Reloader {
                 )));
             }
         };
+        if let (Ok(_), Some(tenants)) = (&result, new_tenants) {
+            self.set_registry_tenants(tenants);
+        }
         match result {
             Ok(None) => {
                 // The file is valid and already served: the last reload did not fail.

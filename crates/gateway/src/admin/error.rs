@@ -77,6 +77,12 @@ pub enum ApiError {
     /// Anything else: a file or database that cannot be read or written.
     #[error("{0}")]
     Internal(String),
+    /// In a fleet: `If-Match` named another version than the tenant's.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// In a fleet: the registry (PostgreSQL) cannot be reached; nothing was written.
+    #[error("{0}")]
+    RegistryUnavailable(String),
 }
 
 impl ApiError {
@@ -96,6 +102,8 @@ impl ApiError {
             }
             Self::ReloadRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotApplied(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::RegistryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -117,6 +125,8 @@ impl ApiError {
             Self::ReloadRejected(_) => "reload_rejected",
             Self::NotApplied(_) => "not_applied",
             Self::Internal(_) => "internal",
+            Self::PreconditionFailed(_) => "precondition_failed",
+            Self::RegistryUnavailable(_) => "registry_unavailable",
         }
     }
 

@@ -31,6 +31,7 @@
 mod cache;
 mod dashboard;
 mod error;
+mod fleet_tenants;
 mod recent;
 mod route;
 mod status;
@@ -98,6 +99,8 @@ struct AdminApi {
     last_token: std::sync::Mutex<Option<AdminToken>>,
     /// The usage meter sampled each minute, for `GET /usage/recent`.
     recent: Arc<recent::RecentUsage>,
+    /// In a fleet, the registry tenant writes go to (PostgreSQL); `None`: the file.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl AdminServer {
@@ -112,6 +115,15 @@ impl AdminServer {
             listener,
             api: Arc::new(AdminApi::new(state, reloader, loopback)),
         })
+    }
+
+    /// In a fleet: tenant writes go to `fleet`'s registry, and health, metrics and
+    /// usage report it.
+    pub fn with_fleet(mut self, fleet: Option<Arc<crate::fleet::Fleet>>) -> AdminServer {
+        if let Some(api) = Arc::get_mut(&mut self.api) {
+            api.fleet = fleet;
+        }
+        self
     }
 
     /// The address actually bound (port 0 resolved).
@@ -171,6 +183,7 @@ impl AdminApi {
             loopback,
             last_token: std::sync::Mutex::new(token),
             recent,
+            fleet: None,
         }
     }
 
@@ -241,6 +254,56 @@ impl AdminApi {
                 return Ok(response);
             }
         };
+        if let Some(fleet) = self.fleet.clone() {
+            match route {
+                Route::GetTenant(name) => {
+                    let mut response = tenants::show(&self.state, &name)?;
+                    if let Some(tag) = fleet
+                        .view()
+                        .tenants
+                        .get(&name)
+                        .and_then(|t| fleet_tenants::etag(t.version))
+                    {
+                        response.headers_mut().insert(header::ETAG, tag);
+                    }
+                    return Ok(response);
+                }
+                Route::PutTenant(name) => {
+                    let headers = req.headers().clone();
+                    let body = read_json_body(req).await?;
+                    return fleet_tenants::put(self, &fleet, &name, &headers, &body).await;
+                }
+                Route::DeleteTenant(name) => {
+                    return fleet_tenants::delete(&fleet, &name, req.headers()).await
+                }
+                Route::Suspend(name) => {
+                    return fleet_tenants::set_enabled(self, &fleet, &name, false, req.headers())
+                        .await
+                }
+                Route::Resume(name) => {
+                    return fleet_tenants::set_enabled(self, &fleet, &name, true, req.headers())
+                        .await
+                }
+                Route::Usage => {
+                    return status::usage_with(&self.state, req.uri().query(), Some(&fleet)).await;
+                }
+                Route::Metrics => {
+                    return Ok(status::metrics_with(
+                        &self.state,
+                        &self.reloader,
+                        Some(&fleet),
+                    ));
+                }
+                Route::Health => {
+                    return Ok(status::health_with(
+                        &self.state,
+                        &self.reloader,
+                        Some(&fleet),
+                    ));
+                }
+                _ => {}
+            }
+        }
         match route {
             Route::ListTenants => Ok(tenants::list(&self.state)),
             Route::GetTenant(name) => tenants::show(&self.state, &name),
@@ -527,6 +590,8 @@ mod tests {
             ApiError::ReloadRejected(String::new()),
             ApiError::NotApplied(String::new()),
             ApiError::Internal(String::new()),
+            ApiError::PreconditionFailed(String::new()),
+            ApiError::RegistryUnavailable(String::new()),
         ] {
             assert!(
                 codes.contains(&err.code()),

@@ -39,12 +39,24 @@ struct UsageReport {
     /// flush interval behind `since_start`); `None` when metering is off. Not to be added
     /// to `since_start`: the two overlap.
     database: Option<Vec<UsageRow>>,
+    /// In a fleet: totals over every gateway from the ledger in PostgreSQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<Vec<UsageRow>>,
 }
 
 /// `GET /usage[?tenant=NAME]`: per-tenant totals, from memory and from the database.
 pub(super) async fn usage(
     state: &SharedState,
     query: Option<&str>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    usage_with(state, query, None).await
+}
+
+/// [`usage`], with the fleet ledger's totals over every gateway when there is one.
+pub(super) async fn usage_with(
+    state: &SharedState,
+    query: Option<&str>,
+    fleet: Option<&crate::fleet::Fleet>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let tenant =
         query_param(query, "tenant").map_err(|err| ApiError::BadRequest(err.to_string()))?;
@@ -67,30 +79,57 @@ pub(super) async fn usage(
         .collect();
     since_start.sort_unstable_by(|a, b| a.tenant.cmp(&b.tenant));
 
+    let for_database = tenant.clone();
     let database = match state.load().config.usage.database.clone() {
         None => None,
         // The flusher creates it on its first flush; until then there is nothing to report.
         Some(path) if !path.exists() => Some(Vec::new()),
         Some(path) => Some(
             tokio::task::spawn_blocking(move || {
-                UsageStore::open_read_only(&path)?.report(tenant.as_deref(), None)
+                UsageStore::open_read_only(&path)?.report(for_database.as_deref(), None)
             })
             .await
             .map_err(|err| ApiError::Internal(format!("the usage query did not finish: {err}")))?
             .map_err(|err| ApiError::Internal(err.to_string()))?,
         ),
     };
+    let fleet = match fleet {
+        None => None,
+        Some(fleet) => {
+            let unavailable = |err: crate::fleet::FleetError| {
+                ApiError::RegistryUnavailable(format!(
+                    "the usage ledger (PostgreSQL) cannot be read now: {err}"
+                ))
+            };
+            let client = fleet.store().reader().await.map_err(unavailable)?;
+            Some(
+                crate::fleet::ship::report(&client, tenant.as_deref(), None)
+                    .await
+                    .map_err(unavailable)?,
+            )
+        }
+    };
     Ok(json_response(
         StatusCode::OK,
         &UsageReport {
             since_start,
             database,
+            fleet,
         },
     ))
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub(super) fn metrics(state: &SharedState, reloader: &Reloader) -> Response<Full<Bytes>> {
+    metrics_with(state, reloader, None)
+}
+
+/// [`metrics`], with the fleet registry's state when there is one.
+pub(super) fn metrics_with(
+    state: &SharedState,
+    reloader: &Reloader,
+    fleet: Option<&crate::fleet::Fleet>,
+) -> Response<Full<Bytes>> {
     let snapshot = state.load();
     let tenants = snapshot.registry.tenants();
     let enabled = tenants.iter().filter(|t| t.enabled).count();
@@ -104,6 +143,9 @@ pub(super) fn metrics(state: &SharedState, reloader: &Reloader) -> Response<Full
     );
     state.tls.render_metrics(&mut text);
     metrics::render_cache(&mut text, &state.telemetry.usage, &state.cache.stats());
+    if let Some(fleet) = fleet {
+        fleet.status.render_metrics(fleet.version(), &mut text);
+    }
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -119,16 +161,31 @@ pub(super) fn upstreams(state: &SharedState) -> Response<Full<Bytes>> {
 
 /// `GET /healthz`: up, how many tenants, and whether the last reload took.
 pub(super) fn health(state: &SharedState, reloader: &Reloader) -> Response<Full<Bytes>> {
+    health_with(state, reloader, None)
+}
+
+/// [`health`], with the fleet registry's state when there is one (`registry`: its
+/// connection, the version served and how long since PostgreSQL confirmed it). A
+/// gateway whose registry is unreachable still answers 200: it serves the last good one.
+pub(super) fn health_with(
+    state: &SharedState,
+    reloader: &Reloader,
+    fleet: Option<&crate::fleet::Fleet>,
+) -> Response<Full<Bytes>> {
     let last_error = reloader.last_error();
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({
-            "status": "ok",
-            "tenants": state.load().registry.len(),
-            "last_reload_ok": last_error.is_none(),
-            "last_reload_error": last_error,
-        }),
-    )
+    let mut body = serde_json::json!({
+        "status": "ok",
+        "tenants": state.load().registry.len(),
+        "last_reload_ok": last_error.is_none(),
+        "last_reload_error": last_error,
+    });
+    if let (Some(fleet), Some(map)) = (fleet, body.as_object_mut()) {
+        map.insert(
+            "registry".to_owned(),
+            serde_json::to_value(fleet.status.health(fleet.version())).unwrap_or_default(),
+        );
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 /// `GET /usage/recent[?tenant=NAME]`: the last hour per tenant, minute by minute, from

@@ -131,7 +131,7 @@ pub(super) async fn set_enabled(
     respond_with_tenant(&api.state, name, StatusCode::OK)
 }
 
-fn respond_with_tenant(
+pub(super) fn respond_with_tenant(
     state: &SharedState,
     name: &str,
     status: StatusCode,

@@ -11,7 +11,8 @@
 //! One file per command: [`check`](check()), [`tenants_list`] (`list.rs`),
 //! [`tenants_show`] (`show.rs`), [`tenants_add`] (`add.rs`), [`tenants_remove`],
 //! [`tenants_suspend`] and [`tenants_resume`] (`edit.rs`), [`usage_report`] (`usage.rs`,
-//! with `since.rs` for `--since`); `table.rs` lays out text tables. [`cache_purge`]
+//! with `since.rs` for `--since`); `registry.rs`: `registry migrate|import|export` and
+//! the fleet side of `usage`; `table.rs` lays out text tables. [`cache_purge`]
 //! (`cache.rs`) asks the running gateway's admin API.
 
 mod add;
@@ -19,6 +20,7 @@ mod cache;
 mod check;
 mod edit;
 mod list;
+mod registry;
 mod show;
 mod since;
 mod table;
@@ -37,6 +39,7 @@ pub use cache::cache_purge;
 pub use check::check;
 pub use edit::{tenants_remove, tenants_resume, tenants_suspend};
 pub use list::tenants_list;
+pub use registry::{registry_export, registry_import, registry_migrate};
 pub use show::tenants_show;
 pub use since::parse_since;
 pub use usage::{usage_report, ReportFormat};
@@ -100,6 +103,29 @@ pub enum CliError {
     /// Encoding the JSON output failed.
     #[error("cannot encode JSON output: {0}")]
     Json(#[from] serde_json::Error),
+    /// A `registry` command with a config that has no `[registry] postgres`.
+    #[error("{}: no [registry] postgres: this gateway's tenants are in the file", path.display())]
+    NotFleet {
+        /// The config file.
+        path: PathBuf,
+    },
+    /// The fleet's PostgreSQL could not be used.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+    /// A write to the fleet registry was refused.
+    #[error(transparent)]
+    FleetWrite(#[from] crate::fleet::WriteError),
+    /// `registry import` of a file that is not a tenants file.
+    #[error("{}: {reason}", path.display())]
+    Import {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (names keys, never values).
+        reason: String,
+    },
+    /// The async runtime for a fleet command could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(String),
 }
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, CliError> {

@@ -33,6 +33,15 @@ pub fn usage_report(
 ) -> Result<String, CliError> {
     let since = since.map(parse_since).transpose()?;
     let config = Config::load(config_path)?;
+    if let Some(shipping) = &config.usage.shipping {
+        // In a fleet: every gateway's totals, from the shared ledger.
+        let rows = super::registry::fleet_usage(&shipping.postgres, tenant, since)?;
+        return match format {
+            ReportFormat::Json => to_json(&rows),
+            ReportFormat::Csv => Ok(usage_csv(&rows)),
+            ReportFormat::Table => Ok(usage_table(&rows)),
+        };
+    }
     let database = config.usage.database.ok_or_else(|| CliError::MeteringOff {
         path: config_path.to_path_buf(),
     })?;

@@ -23,6 +23,7 @@ pub(crate) mod cgi_variables;
 pub(crate) mod edit;
 pub(crate) mod error;
 pub(crate) mod fastcgi;
+pub(crate) mod registry;
 pub(crate) mod server;
 pub(crate) mod tenant;
 pub(crate) mod tls;
@@ -43,6 +44,7 @@ pub use cache::{CacheConfig, TenantCache, TenantCacheSettings};
 pub use edit::{ConfigDocument, EditError};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use fastcgi::{FastCgiConfig, Upstream};
+pub use registry::{RegistryConfig, UsageShipping, DEFAULT_REGISTRY_CHECK_INTERVAL};
 pub use server::{AdminToken, ServerConfig};
 pub use tenant::{
     displayed_param_value, is_secret_param, private_root_for, validate_param, HostPattern,
@@ -96,6 +98,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[defaults.cache]`: the cache settings of tenants that leave a key out.
     pub default_cache: TenantCacheSettings,
+    /// `[registry]`: whether the tenants come from PostgreSQL (a fleet of gateways).
+    pub registry: RegistryConfig,
 }
 
 impl Config {
@@ -119,6 +123,9 @@ pub struct UsageConfig {
     pub database: Option<PathBuf>,
     /// How often buffered usage counters are written.
     pub flush_interval: Duration,
+    /// `postgres` and `gateway_id`: where hourly totals are shipped in a fleet; `None`
+    /// keeps them in `database` only.
+    pub shipping: Option<UsageShipping>,
 }
 
 impl fmt::Debug for Config {
@@ -142,6 +149,7 @@ impl fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("cache", &self.cache)
             .field("default_cache", &self.default_cache)
+            .field("registry", &self.registry)
             .finish()
     }
 }
@@ -164,6 +172,7 @@ struct RawConfig {
     tls: tls::RawTls,
     #[serde(default)]
     cache: cache::RawCache,
+    registry: registry::RawRegistry,
 }
 
 #[derive(Default, Deserialize)]
@@ -171,6 +180,8 @@ struct RawConfig {
 struct RawUsage {
     database: Option<PathBuf>,
     flush_interval: Option<units::HumanDuration>,
+    postgres: Option<String>,
+    gateway_id: Option<String>,
 }
 
 impl Config {
@@ -198,8 +209,31 @@ impl Config {
             .map_err(|err| err.in_file(file).locate(text))
     }
 
+    /// Reads the config file at `path` as [`load`](Self::load) does, but with `tenants`
+    /// (a fleet's registry, read from PostgreSQL) in place of the file's `[tenants]`
+    /// tables, validated exactly as if they had been written there.
+    pub fn load_with_tenants(
+        path: impl AsRef<Path>,
+        tenants: &BTreeMap<String, TenantSettings>,
+    ) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = fs::read_to_string(path).map_err(|err| ConfigError::io(path, err))?;
+        let base_dir = base_dir_of(path)?;
+        Self::parse_inner_with(&text, path, &base_dir, Some(tenants))
+            .map_err(|err| err.in_file(path).locate(&text))
+    }
+
     fn parse_inner(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|err| {
+        Self::parse_inner_with(text, file, base_dir, None)
+    }
+
+    fn parse_inner_with(
+        text: &str,
+        file: &Path,
+        base_dir: &Path,
+        registry_tenants: Option<&BTreeMap<String, TenantSettings>>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|err| {
             let mut error = ConfigError::new(ConfigErrorKind::Syntax(err.message().to_owned()));
             if let Some(span) = err.span() {
                 if let Some(tenant) = error::tenant_at(text, span.start) {
@@ -210,6 +244,10 @@ impl Config {
             error
         })?;
 
+        let registry = raw.registry.validate(base_dir, !raw.tenants.is_empty())?;
+        if let Some(tenants) = registry_tenants {
+            raw.tenants = tenants.clone();
+        }
         let server = raw.server.validate(base_dir)?;
         let fastcgi = raw.fastcgi.validate(base_dir)?;
 
@@ -258,7 +296,13 @@ impl Config {
         }
         let tls = tls::validate(raw.tls, raw.defaults.tls, &server, &tenants, base_dir)?;
 
+        let shipping = registry::validate_shipping(
+            raw.usage.postgres,
+            raw.usage.gateway_id,
+            raw.usage.database.is_some(),
+        )?;
         let usage = UsageConfig {
+            shipping,
             database: raw.usage.database.map(|db| base_dir.join(db)),
             flush_interval: raw
                 .usage
@@ -285,6 +329,7 @@ impl Config {
             tls,
             cache: raw.cache.validate(),
             default_cache,
+            registry,
         })
     }
 }
