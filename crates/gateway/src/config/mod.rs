@@ -172,6 +172,7 @@ struct RawConfig {
     tls: tls::RawTls,
     #[serde(default)]
     cache: cache::RawCache,
+    #[serde(default)]
     registry: registry::RawRegistry,
 }
 
