@@ -96,28 +96,13 @@ pub async fn read_version(client: &tokio_postgres::Client) -> Result<i64, FleetE
 
 /// The whole registry.
 pub async fn read_full(client: &mut tokio_postgres::Client) -> Result<RegistryView, FleetError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(FleetError::query("starting the registry read"))?;
-    let version: i64 = tx
-        .query_one("SELECT version FROM registry_version", &[])
-        .await
-        .map_err(FleetError::query("reading the registry version"))?
-        .get(0);
-    let rows = tx
-        .query(
-            "SELECT name, spec::text, version FROM tenants WHERE NOT deleted",
-            &[],
-        )
-        .await
-        .map_err(FleetError::query("reading the tenants"))?;
-    tx.commit()
-        .await
-        .map_err(FleetError::query("ending the registry read"))?;
+    let (version, rows) = read_at_one_version(
+        client,
+        "SELECT name, spec::text, version FROM tenants WHERE NOT deleted",
+        &[],
+        "reading the tenants",
+    )
+    .await?;
     let mut tenants = BTreeMap::new();
     for row in rows {
         let name: String = row.get(0);
@@ -134,28 +119,13 @@ pub async fn read_changes(
     client: &mut tokio_postgres::Client,
     since: i64,
 ) -> Result<(i64, Vec<(String, Option<TenantEntry>)>), FleetError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(FleetError::query("starting the registry read"))?;
-    let version: i64 = tx
-        .query_one("SELECT version FROM registry_version", &[])
-        .await
-        .map_err(FleetError::query("reading the registry version"))?
-        .get(0);
-    let rows = tx
-        .query(
-            "SELECT name, spec::text, version, deleted FROM tenants WHERE version > $1",
-            &[&since],
-        )
-        .await
-        .map_err(FleetError::query("reading the changed tenants"))?;
-    tx.commit()
-        .await
-        .map_err(FleetError::query("ending the registry read"))?;
+    let (version, rows) = read_at_one_version(
+        client,
+        "SELECT name, spec::text, version, deleted FROM tenants WHERE version > $1",
+        &[&since],
+        "reading the changed tenants",
+    )
+    .await?;
     let mut changes = Vec::with_capacity(rows.len());
     for row in rows {
         let name: String = row.get(0);
@@ -169,6 +139,36 @@ pub async fn read_changes(
         changes.push((name, entry));
     }
     Ok((version, changes))
+}
+
+/// The registry version and the rows of `query`, read in one repeatable-read snapshot so
+/// the rows are exactly those of that version.
+async fn read_at_one_version(
+    client: &mut tokio_postgres::Client,
+    query: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    what: &'static str,
+) -> Result<(i64, Vec<tokio_postgres::Row>), FleetError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(FleetError::query("starting the registry read"))?;
+    let version: i64 = tx
+        .query_one("SELECT version FROM registry_version", &[])
+        .await
+        .map_err(FleetError::query("reading the registry version"))?
+        .get(0);
+    let rows = tx
+        .query(query, params)
+        .await
+        .map_err(FleetError::query(what))?;
+    tx.commit()
+        .await
+        .map_err(FleetError::query("ending the registry read"))?;
+    Ok((version, rows))
 }
 
 fn parse_spec(name: &str, text: &str) -> Result<serde_json::Value, FleetError> {
