@@ -232,15 +232,21 @@ impl std::error::Error for GatewayError {
     }
 }
 
-/// An error followed by each of its causes: `a: b: c`.
+/// An error followed by each of its causes: `a: b: c`. A cause whose text its parent
+/// already printed (errors that end their message with their source's) is not repeated.
 struct Chain<'a>(&'a GatewayError);
 
 impl std::fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0.context)?;
+        let mut printed = String::new();
         let mut cause = std::error::Error::source(self.0);
         while let Some(err) = cause {
-            write!(f, ": {err}")?;
+            let text = err.to_string();
+            if !printed.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            printed = text;
             cause = err.source();
         }
         Ok(())
@@ -338,5 +344,32 @@ mod tests {
         // The page says nothing of it.
         let response = err.into_response(Duration::from_secs(1));
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    /// An error whose message ends with its source's, as thiserror's `"...: {0}"` does.
+    #[derive(Debug)]
+    struct Wraps(std::io::Error);
+
+    impl std::fmt::Display for Wraps {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot connect to 127.0.0.1:9000: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wraps {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_its_parent_already_printed_is_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let text = io.to_string();
+        let err = GatewayError::new(ErrorKind::BadGateway, "forwarding").with_cause(Wraps(io));
+        assert_eq!(
+            Chain(&err).to_string(),
+            format!("forwarding: cannot connect to 127.0.0.1:9000: {text}")
+        );
     }
 }
