@@ -199,7 +199,13 @@ fn main() {
     if options.wants("static") {
         let root = static_root();
         for (size, name) in STATIC_FILES {
+            // Like with like: the gateway's default (a runtime thread per core) against
+            // nginx with a worker per core, one thread against one worker.
             let mut kinds = vec![Kind::Gateway];
+            if tools.nginx {
+                kinds.push(Kind::NginxSendfileAuto);
+            }
+            kinds.push(Kind::GatewayOneThread);
             if tools.nginx {
                 kinds.push(Kind::NginxSendfile);
             }

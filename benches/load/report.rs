@@ -649,12 +649,16 @@ impl Results {
         })
     }
 
-    /// The static-file table: each size's gateway row against nginx's in the same run
-    /// (the issue's targets: ≥ 1.0x nginx's req/s, ≤ 1.2x its CPU per request).
+    /// The static-file table: each size's gateway rows against nginx's in the same run,
+    /// like with like (see [`static_peer_id`]; the issue's targets: ≥ 1.0x nginx's req/s,
+    /// ≤ 1.2x its CPU per request).
     fn statics_markdown(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "## Static files, 32 connections (nginx: `sendfile on; tcp_nopush on`)\n"
+            "## Static files, 32 connections (nginx: `sendfile on; tcp_nopush on`)\n\n\
+             Each row is divided by its like: the gateway's default (a runtime thread per \
+             core) by nginx with `worker_processes auto` (a worker per core, Debian's \
+             `nginx.conf`), the gateway with `worker_threads = 1` by nginx with one worker.\n"
         );
         let _ = writeln!(
             out,
@@ -668,7 +672,7 @@ impl Results {
             let nginx = self
                 .statics
                 .iter()
-                .find(|(s, r)| s == size && r.id.starts_with("nginx"))
+                .find(|(s, r)| s == size && Some(&r.id) == static_peer_id(&row.id).as_ref())
                 .map(|(_, r)| r);
             let ratio = |ours: f64, theirs: Option<f64>| {
                 theirs.map_or_else(|| "–".to_owned(), |t| format!("{:.2}", ours / t))
@@ -782,4 +786,19 @@ fn fixed(v: f64, decimals: usize) -> String {
     } else {
         "—".to_owned()
     }
+}
+
+/// The id of the static row that row `id` is divided by, like with like: the gateway's
+/// default (a thread per core) by nginx with a worker per core, one gateway thread by one
+/// nginx worker, each nginx row by itself. Row ids are `{kind}_{file}`.
+fn static_peer_id(id: &str) -> Option<String> {
+    const PEERS: [(&str, &str); 4] = [
+        ("gateway_one_thread_", "nginx_sendfile_"),
+        ("gateway_", "nginx_sendfile_auto_"),
+        ("nginx_sendfile_auto_", "nginx_sendfile_auto_"),
+        ("nginx_sendfile_", "nginx_sendfile_"),
+    ];
+    PEERS
+        .iter()
+        .find_map(|(kind, peer)| id.strip_prefix(kind).map(|file| format!("{peer}{file}")))
 }

@@ -46,6 +46,10 @@ pub enum Kind {
     /// nginx with `sendfile on; tcp_nopush on`, as production configs have it (static
     /// file rows).
     NginxSendfile,
+    /// nginx with `sendfile on; tcp_nopush on` and `worker_processes auto` (one per core,
+    /// as Debian's `nginx.conf` has it): the peer of the gateway's default of one runtime
+    /// thread per core (static file rows).
+    NginxSendfileAuto,
     /// The gateway with one upstream of two PHP-FPM servers, half the workers each.
     GatewayTwoServers,
     /// nginx keepalive with an `upstream` of the same two servers.
@@ -66,6 +70,7 @@ impl Kind {
             Kind::GatewayGzip => "gateway, gzip 5",
             Kind::NginxGzip => "nginx keepalive, gzip 5",
             Kind::NginxSendfile => "nginx, sendfile on",
+            Kind::NginxSendfileAuto => "nginx, sendfile on, worker_processes auto",
             Kind::GatewayTwoServers => "gateway, upstream of 2 servers × 2 workers",
             Kind::NginxTwoServers => "nginx keepalive, upstream of 2 servers × 2 workers",
         }
@@ -84,6 +89,7 @@ impl Kind {
             Kind::GatewayGzip => "gateway_gzip",
             Kind::NginxGzip => "nginx_gzip",
             Kind::NginxSendfile => "nginx_sendfile",
+            Kind::NginxSendfileAuto => "nginx_sendfile_auto",
             Kind::GatewayTwoServers => "gateway_two_servers",
             Kind::NginxTwoServers => "nginx_two_servers",
         }
@@ -151,7 +157,10 @@ impl Server {
                 let port = free_port();
                 (port, spawn_caddy(dir, port, upstream))
             }
-            Kind::NginxSendfile | Kind::GatewayTwoServers | Kind::NginxTwoServers => {
+            Kind::NginxSendfile
+            | Kind::NginxSendfileAuto
+            | Kind::GatewayTwoServers
+            | Kind::NginxTwoServers => {
                 panic!("{kind:?} is started by its own constructor")
             }
         });
@@ -159,25 +168,38 @@ impl Server {
         server
     }
 
-    /// Starts `kind` (the gateway, or nginx with `sendfile on; tcp_nopush on`) serving
-    /// static files from `root`, and checks that `probe` answers 200.
+    /// Starts `kind` (the gateway with its default threads or one, or nginx with
+    /// `sendfile on; tcp_nopush on` and one worker or one per core) serving static files
+    /// from `root`, and checks that `probe` answers 200.
     pub fn start_static(kind: Kind, gateway_bin: &Path, root: &Path, probe: &str) -> Server {
         let server = Self::launch(kind, |upstream, dir| match kind {
-            Kind::Gateway => {
+            Kind::Gateway | Kind::GatewayOneThread => {
                 let port = free_port();
-                let config = gateway_config(port, upstream, "", &default_tenants(false)).replace(
-                    &fixtures_dir().display().to_string(),
-                    &root.display().to_string(),
-                );
+                let threads = if kind == Kind::GatewayOneThread {
+                    "worker_threads = 1\n"
+                } else {
+                    ""
+                };
+                let config = gateway_config(port, upstream, threads, &default_tenants(false))
+                    .replace(
+                        &fixtures_dir().display().to_string(),
+                        &root.display().to_string(),
+                    );
                 (port, spawn_gateway(gateway_bin, dir, &config, false))
             }
-            Kind::NginxSendfile => {
+            Kind::NginxSendfile | Kind::NginxSendfileAuto => {
                 let config = format!(
                     "sendfile on;\ntcp_nopush on;\n{}",
                     nginx_config(upstream, true)
                 )
                 .replace("{{FIXTURES}}", &root.display().to_string());
-                let nginx = Nginx::start(&config).expect("cannot start nginx");
+                let workers = if kind == Kind::NginxSendfileAuto {
+                    "auto"
+                } else {
+                    "1"
+                };
+                let nginx =
+                    Nginx::start_with_workers(&config, workers).expect("cannot start nginx");
                 (nginx.port(), Process::Nginx(nginx))
             }
             other => panic!("{other:?} does not serve the static rows"),

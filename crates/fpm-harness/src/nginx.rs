@@ -55,6 +55,12 @@ impl Nginx {
     /// root` when running as root (so workers can reach root-owned sockets
     /// in private temp directories).
     pub fn start(http_block_config: &str) -> Result<Nginx> {
+        Self::start_with_workers(http_block_config, "1")
+    }
+
+    /// As [`Nginx::start`], with `worker_processes` set to `workers` (a count, or
+    /// `auto`: one per core, as Debian's own `nginx.conf` has it).
+    pub fn start_with_workers(http_block_config: &str, workers: &str) -> Result<Nginx> {
         if !http_block_config.contains("{{PORT}}") {
             return Err(HarnessError::InvalidConfig(
                 "the nginx config must listen on {{PORT}} so the harness can tell when it is ready"
@@ -73,7 +79,7 @@ impl Nginx {
             what: "cannot pick a free loopback port for nginx".to_owned(),
             source,
         })?;
-        let conf = render_conf(dir.path(), port, http_block_config);
+        let conf = render_conf(dir.path(), port, workers, http_block_config);
         let conf_path = dir.path().join(CONF_FILE);
         write_file(&conf_path, &conf)?;
 
@@ -203,7 +209,7 @@ impl Drop for Nginx {
     }
 }
 
-fn render_conf(dir: &Path, port: u16, http_block_config: &str) -> String {
+fn render_conf(dir: &Path, port: u16, workers: &str, http_block_config: &str) -> String {
     let tmp = dir.display().to_string();
     let body = http_block_config
         .replace("{{PORT}}", &port.to_string())
@@ -220,7 +226,7 @@ fn render_conf(dir: &Path, port: u16, http_block_config: &str) -> String {
          {user}\
          daemon off;\n\
          master_process on;\n\
-         worker_processes 1;\n\
+         worker_processes {workers};\n\
          pid {tmp}/nginx.pid;\n\
          error_log {tmp}/{ERROR_LOG} warn;\n\
          events {{\n    worker_connections 4096;\n}}\n\
@@ -245,6 +251,7 @@ mod tests {
         let conf = render_conf(
             Path::new("/tmp/ngx"),
             8080,
+            "1",
             "server { listen 127.0.0.1:{{PORT}}; root {{TMP}}/www; include {{FASTCGI_PARAMS}}; }",
         );
         assert!(conf.contains("listen 127.0.0.1:8080;"));
