@@ -1,7 +1,8 @@
 //! `[upstreams.NAME]` end to end: several real PHP-FPM servers behind the gateway. A
 //! tenant goes to its upstream's servers only; one server killed under load fails no GET
 //! and is used again once it is back; all servers down is a 502 at once; weights shift
-//! the share; each server's bound holds (counted by a relay); a reload moves a tenant to
+//! the share; each server's bound holds (counted by a relay); a POST whose server dies
+//! under it is answered with an error, never run again on another server; a reload moves a tenant to
 //! another upstream and keeps unchanged pools; `/metrics` and `GET /upstreams` show each
 //! server's state.
 //!
@@ -254,6 +255,88 @@ async fn one_server_killed_mid_load_fails_no_get_and_is_used_again_once_back() {
         }
     }
     assert!(back, "a is not used again after it came back");
+}
+
+/// A script that logs each POST's `id` with its PHP-FPM's name to `log` as it starts,
+/// then sleeps `?ms=N` and prints the name.
+fn post_logger(log: &std::path::Path) -> String {
+    format!(
+        "<?php\n$id = $_POST['id'] ?? 'none';\n\
+         file_put_contents({log:?}, $id . ' ' . getenv('FPM_NAME') . \"\\n\", FILE_APPEND | LOCK_EX);\n\
+         usleep(((int) ($_GET['ms'] ?? 0)) * 1000);\n\
+         header('Content-Type: text/plain');\necho getenv('FPM_NAME');\n",
+        log = log.display().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_server_dies_under_it_is_never_replayed_on_another() {
+    let (mut a, b, fallback) = (
+        named_fpm("a", 4),
+        named_fpm("b", 4),
+        named_fpm("fallback", 1),
+    );
+    let scratch = scratch();
+    let log = scratch.path("posts.log");
+    std::fs::write(&log, "").expect("posts.log");
+    std::fs::write(scratch.path("app/post.php"), post_logger(&log)).expect("post.php");
+    let text = two_server_config(&scratch, a.address(), b.address(), fallback.address());
+    let gateway = Served::bind(parse(&scratch, &text)).await;
+    let addr = gateway.addr;
+
+    // Eight slow POSTs at once: both servers' four workers busy with them.
+    let posts: Vec<_> = (0..8)
+        .map(|id| {
+            tokio::spawn(async move {
+                let req = http::Request::post("/post.php?ms=1500")
+                    .header(http::header::HOST, "t.test")
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                        "id=post{id}"
+                    ))))
+                    .expect("request");
+                let reply = support::multi_tenant::send_to(addr, req).await;
+                (format!("post{id}"), reply.status, reply.text())
+            })
+        })
+        .collect();
+    // Every POST has started on its server before `a` dies under them.
+    eventually(SOON, || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.lines().count() == 8)
+    })
+    .await;
+    a.kill().expect("kill a");
+    let mut answers = Vec::new();
+    for post in posts {
+        answers.push(within(SOON, "a POST", post).await.expect("no panic"));
+    }
+
+    let logged = std::fs::read_to_string(&log).expect("posts.log");
+    let mut runs = HashMap::<String, Vec<String>>::new();
+    for line in logged.lines() {
+        let (id, server) = line.split_once(' ').expect("id and server");
+        runs.entry(id.to_owned())
+            .or_default()
+            .push(server.to_owned());
+    }
+    for (id, status, body) in &answers {
+        let ran = runs.get(id).cloned().unwrap_or_default();
+        assert_eq!(ran.len(), 1, "{id} ran {ran:?} (answered {status} {body})");
+        if ran[0] == "a" {
+            // Its server died with its body sent: an error, never a second run on b.
+            assert!(status.is_server_error(), "{id} on a: {status} {body}");
+        } else {
+            assert_eq!((*status, body.as_str()), (StatusCode::OK, "b"), "{id}");
+        }
+    }
+    let on_a = answers
+        .iter()
+        .filter(|(id, _, _)| runs[id][0] == "a")
+        .count();
+    assert!(on_a > 0, "no POST was on a when it died: {runs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
