@@ -535,19 +535,21 @@ fn the_deb_installs_a_verified_socket_activated_service_that_serves_php() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let deb = dir.path().join("gateway.deb");
-    // The binary this test run built (target/debug): a release build with LTO takes far
-    // too long here; shipping builds run plain `cargo deb -p gateway`.
+    // The binary this test run built: a release build with LTO takes far too long here;
+    // shipping builds run plain `cargo deb -p gateway`. cargo-deb takes it from a target
+    // directory of its own, where it stands as the release build (packaging the dev
+    // profile is deprecated in cargo-deb).
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(target.join("release")).expect("target dir");
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_gateway"),
+        target.join("release/gateway"),
+    )
+    .expect("copy the built gateway");
     let built = Command::new(&cargo_deb)
-        .args([
-            "-p",
-            "gateway",
-            "--no-build",
-            "--profile",
-            "dev",
-            "--fast",
-            "-o",
-        ])
+        .args(["-p", "gateway", "--no-build", "--fast", "-o"])
         .arg(&deb)
+        .env("CARGO_TARGET_DIR", &target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo-deb");
