@@ -1,5 +1,8 @@
 //! The response cache: per tenant, entries weighed by bytes in a `moka` cache bounded by
-//! the tenant's `max_memory`, all tenants together by `[cache] memory`.
+//! the tenant's `max_memory`, all tenants together by `[cache] memory`. A tenant's store
+//! evicts within its own bound; when the whole cache is full, room is made by dropping
+//! the oldest answers of the tenants holding the most memory (nginx's cache manager
+//! evicting across its zone), never by refusing a new answer while old ones stay.
 //!
 //! A leaf over `config`: it stores and finds answers, and knows nothing of PHP-FPM or
 //! response bodies. The request path (`cached_origin`) drives it: [`TenantStore::lookup`]
@@ -15,7 +18,7 @@ pub mod policy;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -218,6 +221,40 @@ impl std::fmt::Debug for TenantStore {
 struct Global {
     memory: AtomicU64,
     bytes: AtomicU64,
+    /// Every store made for this cache (the dead ones pruned as new ones come), for
+    /// making room across tenants.
+    stores: Mutex<Vec<Weak<TenantStore>>>,
+}
+
+impl Global {
+    /// Keeps `store` among the stores room may be made in.
+    fn register(&self, store: &Arc<TenantStore>) {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        stores.retain(|weak| weak.strong_count() > 0);
+        stores.push(Arc::downgrade(store));
+    }
+
+    /// Frees room for `need` more bytes under `memory`: drops the oldest answers of the
+    /// store holding the most bytes, then of the next. Frees an eighth of `memory`
+    /// beyond `need` at once, so a full cache does not scan its entries on every insert.
+    fn make_room(&self, need: u64, memory: u64) {
+        let goal = memory.saturating_sub(need.saturating_add(memory / 8));
+        let mut stores: Vec<Arc<TenantStore>> = self
+            .stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        stores.sort_by_key(|store| std::cmp::Reverse(store.bytes.load(Ordering::Relaxed)));
+        for store in stores {
+            let held = self.bytes.load(Ordering::Relaxed);
+            if held <= goal {
+                break;
+            }
+            store.drop_oldest(held - goal);
+        }
+    }
 }
 
 impl TenantStore {
@@ -337,8 +374,12 @@ impl TenantStore {
         }
         let memory = self.global.memory.load(Ordering::Relaxed);
         if self.global.bytes.load(Ordering::Relaxed) + weight > memory {
-            // The whole cache is full: entries of other tenants are not evicted for it.
+            // The whole cache is full: expired entries go first, then the oldest answers
+            // of the tenants holding the most.
             self.entries.run_pending_tasks();
+            if self.global.bytes.load(Ordering::Relaxed) + weight > memory {
+                self.global.make_room(weight, memory);
+            }
             if self.global.bytes.load(Ordering::Relaxed) + weight > memory {
                 return false;
             }
@@ -367,6 +408,30 @@ impl TenantStore {
         }
         self.entries.run_pending_tasks();
         urls
+    }
+
+    /// Drops its oldest answers until `amount` bytes went (or none is left). URL slots of
+    /// `Vary` answers stay (they are small, and expire with their answers).
+    fn drop_oldest(&self, amount: u64) {
+        let mut answers: Vec<(Duration, Arc<Key>, u64)> = self
+            .entries
+            .iter()
+            .filter_map(|(key, value)| match value {
+                Stored::Answer(entry) => Some((entry.age(), key, entry.weight())),
+                Stored::Vary(..) => None,
+            })
+            .collect();
+        answers.sort_by_key(|(age, _, _)| std::cmp::Reverse(*age));
+        let mut freed = 0;
+        for (_, key, weight) in answers {
+            if freed >= amount {
+                break;
+            }
+            self.entries.invalidate(key.as_ref());
+            freed += weight;
+        }
+        // The eviction listener takes their bytes off the counts.
+        self.entries.run_pending_tasks();
     }
 
     /// Drops everything.
@@ -572,8 +637,11 @@ impl ResponseCache {
                 .get(name.as_str())
                 .filter(|store| unchanged && store.settings == settings)
                 .cloned();
-            let store =
-                kept.unwrap_or_else(|| Arc::new(TenantStore::new(settings, self.global.clone())));
+            let store = kept.unwrap_or_else(|| {
+                let store = Arc::new(TenantStore::new(settings, self.global.clone()));
+                self.global.register(&store);
+                store
+            });
             next.insert(Arc::<str>::from(name.as_str()), store);
         }
         for (name, store) in stores.iter() {
@@ -677,16 +745,41 @@ mod tests {
     fn store(memory: u64) -> Arc<TenantStore> {
         let global = Arc::new(Global::default());
         global.memory.store(memory, Ordering::Relaxed);
-        Arc::new(TenantStore::new(
+        store_in(&global, memory)
+    }
+
+    /// A store of `max_memory` in the cache `global` (registered for making room).
+    fn store_in(global: &Arc<Global>, max_memory: u64) -> Arc<TenantStore> {
+        let store = Arc::new(TenantStore::new(
             TenantCache {
-                max_memory: memory,
+                max_memory,
                 default_ttl: Duration::ZERO,
                 bypass_cookies: Vec::new(),
                 stale_if_error: Duration::ZERO,
                 max_body: 1 << 20,
             },
-            global,
-        ))
+            global.clone(),
+        ));
+        global.register(&store);
+        store
+    }
+
+    fn key(target: &str) -> Key {
+        Key {
+            https: false,
+            host: "a".into(),
+            target: target.into(),
+            variant: None,
+        }
+    }
+
+    fn answer(len: usize) -> Stored {
+        Stored::Answer(Arc::new(Entry::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(vec![0; len]),
+            fresh(),
+        )))
     }
 
     fn fresh() -> Freshness {
@@ -753,5 +846,29 @@ mod tests {
         );
         assert!(!store.insert(base, Stored::Answer(Arc::new(big))));
         assert_eq!(store.stats().memory, 0);
+    }
+
+    #[test]
+    fn a_full_cache_drops_the_oldest_answers_of_the_biggest_tenant_for_a_new_one() {
+        let global = Arc::new(Global::default());
+        global.memory.store(10_000, Ordering::Relaxed);
+        let (big, small) = (store_in(&global, 10_000), store_in(&global, 10_000));
+        for page in ["/1", "/2", "/3", "/4"] {
+            assert!(big.insert(key(page), answer(2000)));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(global.bytes.load(Ordering::Relaxed) > 8000);
+
+        // No room left for it: the big tenant's oldest answers make it.
+        assert!(small.insert(key("/s"), answer(2000)));
+        assert!(global.bytes.load(Ordering::Relaxed) <= 10_000);
+        assert!(small.entries.contains_key(&key("/s")));
+        assert!(
+            !big.entries.contains_key(&key("/1")),
+            "the oldest went first"
+        );
+        assert!(big.entries.contains_key(&key("/4")), "the newest stayed");
+        let held = big.stats().memory + small.stats().memory;
+        assert_eq!(held, global.bytes.load(Ordering::Relaxed));
     }
 }
