@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Empty};
 
@@ -20,6 +20,7 @@ use crate::access::{RequestRecord, Telemetry};
 use crate::body::{GatewayBody, ReadAhead};
 use crate::cache::{policy, status, Entry, Fill, Lookup, RequestKey, TenantStore, CACHE_STATUS};
 use crate::cgi::CgiRequest;
+use crate::compression::{judge, negotiate, Encoder, Encoding, Verdict};
 use crate::error::{ErrorKind, GatewayError};
 use crate::fastcgi::{self, RequestBody};
 use crate::peer::{ConnInfo, Peer};
@@ -51,6 +52,13 @@ pub(crate) struct PhpScript {
 }
 
 impl PhpScript {
+    /// The encodings the tenant's answers may be compressed in, preferred first.
+    fn offered(&self) -> &[Encoding] {
+        self.snapshot
+            .config
+            .compression_for(self.tenant.compression.as_deref())
+    }
+
     fn peer(&self, parts: &Parts) -> Peer {
         Peer::resolve(
             &self.conn,
@@ -179,15 +187,21 @@ async fn cached(
     let (fill, stale, reason) = match store.lookup(&key).await {
         Lookup::Fresh { entry, .. } => {
             record.cache = CacheOutcome::Hit;
-            return Ok(from_entry(&entry, &parts, status::hit(&entry, None)));
+            return Ok(from_entry(
+                &entry,
+                &parts,
+                status::hit(&entry, None),
+                script.offered(),
+            ));
         }
         Lookup::Stale { entry, refresh } => {
             record.cache = CacheOutcome::Stale;
+            let status = status::hit(&entry, Some("stale-while-revalidate"));
+            let response = from_entry(&entry, &parts, status, script.offered());
             if let Some(fill) = refresh {
                 refresh_in_background(script, fill, &parts, telemetry.clone());
             }
-            let status = status::hit(&entry, Some("stale-while-revalidate"));
-            return Ok(from_entry(&entry, &parts, status));
+            return Ok(response);
         }
         Lookup::Miss {
             fill,
@@ -253,17 +267,20 @@ async fn cached(
         }
         ReadAhead::Whole(bytes) => {
             crate::response::keep_answered_by(&mut head.extensions, record);
+            let encoded = encoded_copies(&script, head.status, &head.headers, &bytes).await;
             match fill.store(
                 &parts.headers,
                 head.status,
                 head.headers.clone(),
                 bytes.clone(),
                 freshness,
+                encoded,
             ) {
                 Ok(entry) => Ok(from_entry(
                     &entry,
                     &parts,
                     status::forwarded(reason, true, None),
+                    script.offered(),
                 )),
                 Err(why) => {
                     head.headers
@@ -312,23 +329,85 @@ async fn fetch_or_stale(
             body.release_upstream(record);
             record.cache = CacheOutcome::Stale;
             let status = status::hit(stale, Some("stale-if-error"));
-            Ok(Fetched::Stale(from_entry(stale, parts, status)))
+            Ok(Fetched::Stale(from_entry(
+                stale,
+                parts,
+                status,
+                script.offered(),
+            )))
         }
         Err(err) => {
             tracing::warn!(tenant = %script.tenant.name, error = %err, "PHP-FPM failed; serving the stale cached answer");
             record.cache = CacheOutcome::Stale;
             let status = status::hit(stale, Some("stale-if-error"));
-            Ok(Fetched::Stale(from_entry(stale, parts, status)))
+            Ok(Fetched::Stale(from_entry(
+                stale,
+                parts,
+                status,
+                script.offered(),
+            )))
         }
     }
 }
 
 /// The answer from a stored entry (200, 304 or 206; HEAD gets the headers only in the
-/// response step).
-fn from_entry(entry: &Entry, parts: &Parts, cache_status: HeaderValue) -> Response<GatewayBody> {
+/// response step): compressed as stored when the client accepts one of `offered` that
+/// the entry holds (and asks for no range), so a hit never compresses.
+fn from_entry(
+    entry: &Entry,
+    parts: &Parts,
+    cache_status: HeaderValue,
+    offered: &[Encoding],
+) -> Response<GatewayBody> {
+    let encoding = negotiate(parts.headers.get(header::ACCEPT_ENCODING), offered)
+        .filter(|_| !parts.headers.contains_key(header::RANGE));
     entry
-        .answer(&parts.headers, cache_status)
+        .answer_in(&parts.headers, cache_status, encoding)
         .map(GatewayBody::full)
+}
+
+/// Bodies this long and longer are compressed on the blocking pool, not on a runtime
+/// thread.
+const COMPRESS_INLINE_MAX: usize = 32 * 1024;
+
+/// A 200's body compressed in each encoding the tenant offers, when compression applies
+/// to it (type, size, no `Content-Encoding` or `no-transform`) and makes it smaller: what
+/// the entry keeps so that its hits never compress. Once per fill, not per hit.
+async fn encoded_copies(
+    script: &PhpScript,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+) -> Vec<(Encoding, Bytes)> {
+    let offered = script.offered();
+    let min_bytes = script.snapshot.config.server.compression_min_bytes;
+    if status != http::StatusCode::OK
+        || offered.is_empty()
+        || (body.len() as u64) < min_bytes
+        || judge(status, headers, false, true, min_bytes) != Verdict::Compress
+    {
+        return Vec::new();
+    }
+    let inline = body.len() < COMPRESS_INLINE_MAX;
+    let (body, offered) = (body.clone(), offered.to_vec());
+    let compress = move || {
+        offered
+            .into_iter()
+            .filter_map(|encoding| {
+                let mut encoder = Encoder::new(encoding).ok()?;
+                encoder.write(&body).ok()?;
+                let out = encoder.finish().ok()?;
+                (out.len() < body.len()).then_some((encoding, out))
+            })
+            .collect()
+    };
+    if inline {
+        compress()
+    } else {
+        tokio::task::spawn_blocking(compress)
+            .await
+            .unwrap_or_default()
+    }
 }
 
 /// Refreshes an entry served stale: one GET to PHP after the client has its answer,
@@ -368,12 +447,14 @@ fn refresh_in_background(script: PhpScript, fill: Fill, parts: &Parts, telemetry
         let max_body = fill.store_of().settings().max_body;
         if let Ok(ReadAhead::Whole(bytes)) = body.read_up_to(max_body, &mut record).await {
             record.completed = true;
+            let encoded = encoded_copies(&script, head.status, &head.headers, &bytes).await;
             let _ = fill.store(
                 &refresh.headers,
                 head.status,
                 head.headers,
                 bytes,
                 freshness,
+                encoded,
             );
         }
     });

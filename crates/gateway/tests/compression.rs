@@ -450,3 +450,80 @@ async fn bytes_out_count_the_compressed_bytes_sent() {
         reply.body.len()
     );
 }
+
+/// The cache on, every tenant's answers kept for a minute (`compress.php` sends no
+/// caching headers, so `default_ttl` applies).
+const CACHED: &str = "\n[cache]\nmemory = \"16MiB\"\n\n\
+                      [defaults.cache]\nenabled = true\ndefault_ttl = \"60s\"\n";
+
+#[tokio::test]
+async fn a_cached_page_is_compressed_once_when_stored_and_its_hits_never_compress() {
+    let (_fpm, gw) = TestGateway::with_fpm("", CACHED).await;
+    let page = "/compress.php?size=50000&etag=v1";
+    let miss = get(&gw, page, "gzip", &[]).await;
+    assert_eq!(miss.status, 200);
+    assert!(
+        miss.header("cache-status")
+            .is_some_and(|s| s.contains("stored")),
+        "{:?}",
+        miss.headers
+    );
+    assert_eq!(miss.header("content-encoding"), Some("gzip"));
+    let plain = get(&gw, page, "", &[]).await;
+    assert!(plain
+        .header("cache-status")
+        .is_some_and(|s| s.contains("hit")));
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.body.len(), 50_000);
+    assert!(varies_by_accept_encoding(&plain), "{:?}", plain.headers);
+    assert_eq!(decoded(&miss), plain.body);
+
+    for encoding in ["gzip", "br", "zstd"] {
+        let hit = get(&gw, page, encoding, &[]).await;
+        assert!(
+            hit.header("cache-status")
+                .is_some_and(|s| s.contains("hit")),
+            "{encoding}: {:?}",
+            hit.headers
+        );
+        assert_eq!(hit.header("content-encoding"), Some(encoding));
+        // Compressed when stored, so its length is known: an answer compressed on the
+        // fly has none.
+        assert_eq!(
+            hit.header("content-length"),
+            Some(hit.body.len().to_string().as_str()),
+            "{encoding}"
+        );
+        assert!(
+            hit.body.len() < 50_000 / 5,
+            "{encoding}: {}",
+            hit.body.len()
+        );
+        assert_eq!(decoded(&hit), plain.body, "{encoding}");
+        assert_eq!(hit.header("etag"), Some("W/\"v1\""), "{encoding}");
+        assert!(varies_by_accept_encoding(&hit), "{encoding}");
+    }
+
+    // A range is of the page as PHP sent it; a validator still gives a 304; a HEAD the
+    // GET's headers.
+    let range = get(&gw, page, "gzip", &[("range", "bytes=0-9")]).await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.header("content-encoding"), None);
+    assert_eq!(range.body, plain.body.slice(0..10));
+    let not_modified = get(&gw, page, "gzip", &[("if-none-match", "W/\"v1\"")]).await;
+    assert_eq!(not_modified.status, 304);
+    let head = send_head(
+        &client(),
+        request(&gw, Method::HEAD, page)
+            .header("accept-encoding", "br")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(head.headers()["content-encoding"], "br");
+    let br = get(&gw, page, "br", &[]).await;
+    assert_eq!(
+        head.headers()["content-length"].to_str().unwrap(),
+        br.body.len().to_string()
+    );
+}

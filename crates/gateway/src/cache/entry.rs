@@ -1,4 +1,5 @@
-//! One stored answer, and the answers made from it: the whole page, a 304 to a
+//! One stored answer, and the answers made from it: the whole page (as PHP sent it, or
+//! compressed once when stored, for clients that accept that encoding), a 304 to a
 //! conditional request, one range (206/416), and the same headers for HEAD (the
 //! response step leaves the body out).
 
@@ -9,6 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::policy::Freshness;
+use crate::compression::{encode_headers, Encoding};
 
 /// Answer headers that describe the cache's bookkeeping, not the page: read when the
 /// answer is stored, never passed on.
@@ -29,6 +31,9 @@ pub struct Entry {
     tags: Box<[Box<str>]>,
     /// `Last-Modified`, parsed once, for `If-Modified-Since`.
     last_modified: Option<SystemTime>,
+    /// The body compressed in each encoding the tenant offers (made when stored, so a
+    /// hit never compresses); empty when compression does not apply to it.
+    encoded: Box<[(Encoding, Bytes)]>,
 }
 
 impl Entry {
@@ -71,7 +76,21 @@ impl Entry {
             freshness,
             tags: tags.into_boxed_slice(),
             last_modified,
+            encoded: Box::default(),
         }
+    }
+
+    /// The same entry keeping `encoded`: its body compressed, per encoding.
+    pub fn with_encoded(mut self, encoded: Vec<(Encoding, Bytes)>) -> Self {
+        self.encoded = encoded.into_boxed_slice();
+        self
+    }
+
+    /// The body compressed in `encoding`, if it was when stored.
+    pub fn encoded(&self, encoding: Encoding) -> Option<&Bytes> {
+        self.encoded
+            .iter()
+            .find_map(|(e, bytes)| (*e == encoding).then_some(bytes))
     }
 
     /// Bytes it is weighed at: body, headers and tags.
@@ -82,7 +101,8 @@ impl Entry {
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
         let tags: usize = self.tags.iter().map(|t| t.len() + 16).sum();
-        (self.body.len() + headers + tags + 128) as u64
+        let encoded: usize = self.encoded.iter().map(|(_, b)| b.len() + 16).sum();
+        (self.body.len() + encoded + headers + tags + 128) as u64
     }
 
     /// Its tags.
@@ -126,6 +146,18 @@ impl Entry {
     /// match, one range of a 200 (206, or 416 outside the body), else the whole answer.
     /// `Age` is set; `cache_status` goes in `Cache-Status`.
     pub fn answer(&self, request: &HeaderMap, cache_status: HeaderValue) -> Response<Bytes> {
+        self.answer_in(request, cache_status, None)
+    }
+
+    /// As [`answer`](Self::answer), the whole page in `encoding` (the one the client
+    /// negotiated) when the entry holds it compressed that way: `Content-Encoding` set,
+    /// the `ETag` made weak, no `Accept-Ranges` (ranges are of the identity body).
+    pub fn answer_in(
+        &self,
+        request: &HeaderMap,
+        cache_status: HeaderValue,
+        encoding: Option<Encoding>,
+    ) -> Response<Bytes> {
         let mut headers = self.headers.clone();
         headers.insert(header::AGE, HeaderValue::from(self.age().as_secs()));
         headers.insert(CACHE_STATUS, cache_status);
@@ -148,6 +180,15 @@ impl Entry {
                     *response.headers_mut() = headers;
                     return response;
                 }
+            }
+            let copy = encoding.and_then(|e| Some(e).zip(self.encoded(e)));
+            if let Some((encoding, body)) = copy {
+                encode_headers(&mut headers, encoding);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+                let mut response = Response::new(body.clone());
+                *response.status_mut() = self.status;
+                *response.headers_mut() = headers;
+                return response;
             }
             headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         }

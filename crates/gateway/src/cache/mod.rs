@@ -492,8 +492,9 @@ impl Fill {
         )
     }
 
-    /// Stores PHP's whole answer under the URL (and its variant, with `Vary`), waking
-    /// the requests that waited for it.
+    /// Stores PHP's whole answer under the URL (and its variant, with `Vary`), with its
+    /// body compressed per encoding (`encoded`, weighed with it), waking the requests
+    /// that waited for it.
     pub fn store(
         self,
         request_headers: &HeaderMap,
@@ -501,9 +502,10 @@ impl Fill {
         headers: HeaderMap,
         body: Bytes,
         freshness: Freshness,
+        encoded: Vec<(crate::compression::Encoding, Bytes)>,
     ) -> Result<Arc<Entry>, NotStored> {
         let vary = vary_names(&headers);
-        let entry = Arc::new(Entry::new(status, headers, body, freshness));
+        let entry = Arc::new(Entry::new(status, headers, body, freshness).with_encoded(encoded));
         let stored = match vary {
             None => self
                 .store
@@ -817,6 +819,7 @@ mod tests {
             headers,
             Bytes::from_static(b"english"),
             fresh(),
+            Vec::new(),
         )
         .unwrap();
         assert!(matches!(
