@@ -2,7 +2,10 @@
 //! public, max-age=10`) through the gateway with its cache, nginx with `fastcgi_cache`
 //! (same TTL, `fastcgi_cache_lock on`) and the gateway without cache, at 32 connections;
 //! then a stampede: 1,000 connections on one key whose TTL (1 s) expires again and again,
-//! counting how often PHP ran against the number of TTLs the run spanned.
+//! counting how often PHP ran against the number of TTLs the run spanned; and browser
+//! hits: a 58 KB page asked for with `Accept-Encoding: gzip`, the gateway's cache (which
+//! keeps the page compressed) against nginx's `fastcgi_cache` with `gzip on` at the same
+//! level.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -19,6 +22,9 @@ use crate::{measure_started, Options, CLIENT_TIMEOUT};
 /// The page: 20 ms of PHP, cacheable for 10 s.
 const PAGE: &str = "/cached.php?ms=20&ttl=10";
 
+/// The browser rows' page: the same, 2,000 lines (58 KB, a WordPress home page's size).
+const BROWSER_PAGE: &str = "/cached.php?ms=20&ttl=10&lines=2000";
+
 /// The stampede's key: cacheable for 1 s, so it expires every second of the run.
 const STAMPEDE_TTL_SECS: u64 = 1;
 
@@ -34,6 +40,9 @@ enum CacheServer {
     NginxCached,
     /// The gateway with its shipped defaults (no cache).
     GatewayUncached,
+    /// nginx keepalive with `fastcgi_cache` + lock and `gzip on; gzip_comp_level 5` (the
+    /// gateway's gzip level), for the browser rows.
+    NginxCachedGzip,
 }
 
 impl CacheServer {
@@ -42,6 +51,7 @@ impl CacheServer {
             CacheServer::GatewayCached => "gateway_cache",
             CacheServer::NginxCached => "nginx_fastcgi_cache",
             CacheServer::GatewayUncached => "gateway_no_cache",
+            CacheServer::NginxCachedGzip => "nginx_fastcgi_cache_gzip",
         }
     }
 
@@ -50,6 +60,7 @@ impl CacheServer {
             CacheServer::GatewayCached => "gateway, response cache",
             CacheServer::NginxCached => "nginx keepalive, fastcgi_cache + lock",
             CacheServer::GatewayUncached => "gateway, no cache",
+            CacheServer::NginxCachedGzip => "nginx keepalive, fastcgi_cache + lock, gzip 5",
         }
     }
 
@@ -69,10 +80,15 @@ impl CacheServer {
                 let config = gateway_config(port, upstream, "", &tenants);
                 (port, spawn_gateway(gateway_bin, dir, &config, false))
             }
-            CacheServer::NginxCached => {
+            CacheServer::NginxCached | CacheServer::NginxCachedGzip => {
                 let cache_dir = dir.join("fastcgi_cache");
+                let gzip = if self == CacheServer::NginxCachedGzip {
+                    "gzip on;\ngzip_comp_level 5;\ngzip_min_length 1024;\n"
+                } else {
+                    ""
+                };
                 let config = format!(
-                    "fastcgi_cache_path {} levels=1:2 keys_zone=bench:10m max_size=64m;\n{}",
+                    "{gzip}fastcgi_cache_path {} levels=1:2 keys_zone=bench:10m max_size=64m;\n{}",
                     cache_dir.display(),
                     nginx_config(upstream, true)
                 )
@@ -91,7 +107,7 @@ impl CacheServer {
 
     fn kind(self) -> Kind {
         match self {
-            CacheServer::NginxCached => Kind::NginxKeepalive,
+            CacheServer::NginxCached | CacheServer::NginxCachedGzip => Kind::NginxKeepalive,
             CacheServer::GatewayCached | CacheServer::GatewayUncached => Kind::Gateway,
         }
     }
@@ -123,6 +139,8 @@ pub struct CacheResults {
     pub rows: Vec<Row>,
     /// The stampede, per cached server.
     pub stampedes: Vec<Stampede>,
+    /// Browser hits (`Accept-Encoding: gzip`, 58 KB page), per cached server.
+    pub browser: Vec<Row>,
 }
 
 /// Measures every cache row; nginx rows only when nginx is installed.
@@ -141,6 +159,21 @@ pub fn measure(gateway_bin: &Path, options: &Options, nginx: bool) -> CacheResul
         row.label = which.label().to_owned();
         results.rows.push(row);
     }
+    let mut browsers = vec![CacheServer::GatewayCached];
+    if nginx {
+        browsers.push(CacheServer::NginxCachedGzip);
+    }
+    for which in browsers {
+        eprintln!(
+            "load: {} on {BROWSER_PAGE} with Accept-Encoding: gzip",
+            which.label()
+        );
+        let server = which.start(gateway_bin);
+        let mut row = measure_browser(&server, options);
+        row.id = which.id().to_owned();
+        row.label = which.label().to_owned();
+        results.browser.push(row);
+    }
     for which in servers
         .into_iter()
         .filter(|s| *s != CacheServer::GatewayUncached)
@@ -153,6 +186,34 @@ pub fn measure(gateway_bin: &Path, options: &Options, nginx: bool) -> CacheResul
         results.stampedes.push(stampede(which, &server, options));
     }
     results
+}
+
+/// Hits of [`BROWSER_PAGE`] asked for with `Accept-Encoding: gzip` at 32 connections:
+/// the median of the rounds by req/s.
+fn measure_browser(server: &Server, options: &Options) -> Row {
+    let run = WrkRun {
+        url: server.url(BROWSER_PAGE),
+        host: "bench.test".to_owned(),
+        connections: 32,
+        duration: options.duration,
+        timeout: CLIENT_TIMEOUT,
+        headers: vec!["Accept-Encoding: gzip".to_owned()],
+    };
+    run.warm_up(options.warmup);
+    let mut rows: Vec<Row> = (0..options.rounds)
+        .map(|_| {
+            let row = crate::measure_once(server, &run);
+            eprintln!(
+                "load:   {:.0} req/s, {:.1} µs CPU/req, {:.0} bytes/answer",
+                row.rps,
+                row.cpu_us_per_req,
+                row.wrk.bytes_read / row.requests.max(1) as f64
+            );
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    rows.swap_remove(rows.len() / 2)
 }
 
 /// 1,000 connections on one key with a 1 s TTL for the run's duration; PHP's runs are
@@ -254,6 +315,35 @@ impl CacheResults {
                 );
             }
         }
+        if !self.browser.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n### Browser hits: a 58 KB page with `Accept-Encoding: gzip`, 32 connections\n\n\
+                 The gateway keeps a stored page compressed; nginx's `fastcgi_cache` keeps it as \
+                 PHP sent it and `gzip on` (level 5, the gateway's) compresses every hit.\n\n\
+                 | server | req/s | ÷ nginx | p99 ms | failed | CPU µs/req (kernel) | ÷ nginx | bytes/answer |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            let nginx = self.browser.iter().find(|r| r.id.starts_with("nginx"));
+            for row in &self.browser {
+                let ratio = |ours: f64, theirs: Option<f64>| {
+                    theirs.map_or_else(|| "–".to_owned(), |t| format!("{:.2}", ours / t))
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.0} | {} | {:.2} | {} | {:.1} ({:.1}) | {} | {:.0} |",
+                    row.label,
+                    row.rps,
+                    ratio(row.rps, nginx.map(|n| n.rps)),
+                    row.p99_ms,
+                    row.socket_errors + row.non_2xx,
+                    row.cpu_us_per_req,
+                    row.sys_cpu_us_per_req,
+                    ratio(row.cpu_us_per_req, nginx.map(|n| n.cpu_us_per_req)),
+                    row.wrk.bytes_read / row.requests.max(1) as f64
+                );
+            }
+        }
         out.push('\n');
     }
 
@@ -278,6 +368,15 @@ impl CacheResults {
                 "failures": s.failures,
                 "php_runs": s.php_runs,
                 "ttl_periods": s.ttl_periods,
+            })).collect::<Vec<_>>(),
+            "browser": self.browser.iter().map(|r| json!({
+                "id": r.id,
+                "label": r.label,
+                "rps": r.rps,
+                "p99_ms": r.p99_ms,
+                "failures": r.socket_errors + r.non_2xx,
+                "cpu_us_per_req": r.cpu_us_per_req,
+                "bytes_per_answer": r.wrk.bytes_read / r.requests.max(1) as f64,
             })).collect::<Vec<_>>(),
         })
     }
