@@ -103,6 +103,41 @@ impl PhpScript {
     }
 }
 
+/// A fresh answer from the tenant's cache (`store`) for a request that may be answered
+/// from it, looked up before anything else is done for the request (no file system
+/// check, no CGI mapping): what keeps a hit cheap. Only PHP's answers are stored, so a
+/// URL found here mapped to a script when it was stored; a change of root or index
+/// drops every entry. `None`: the request goes the whole way, where a miss is filled.
+pub(crate) fn fresh_hit(
+    store: &TenantStore,
+    parts: &Parts,
+    has_body: bool,
+    https: bool,
+    host: &str,
+    offered: &[Encoding],
+    record: &mut RequestRecord,
+) -> Option<Response<GatewayBody>> {
+    if has_body || policy::request_bypass(&parts.method, &parts.headers, store.settings()).is_some()
+    {
+        return None;
+    }
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let key = RequestKey {
+        https,
+        host,
+        target,
+        headers: &parts.headers,
+    };
+    let entry = store.fresh(&key)?;
+    record.cache = CacheOutcome::Hit;
+    Some(from_entry(
+        &entry,
+        parts,
+        status::hit(&entry, None),
+        offered,
+    ))
+}
+
 /// Runs `script` for the request, through the tenant's cache when it has one (`store`).
 pub(crate) async fn serve<B>(
     script: PhpScript,

@@ -2,7 +2,9 @@
 //! through the steps, and only here are they put together.
 //!
 //! accept ([`crate::server`], [`ConnInfo`]) → **route**: host → tenant (404 unknown, 503
-//! suspended), path → [`Resolution`] ([`crate::resolve`]) → static file
+//! suspended), a fresh answer from the tenant's response cache
+//! ([`crate::cached_origin::fresh_hit`]: nothing more to do), path → [`Resolution`]
+//! ([`crate::resolve`]) → static file
 //! ([`crate::static_files`]) | redirect | CGI mapping ([`crate::cgi`], the client from
 //! [`Peer`]) → pool and FastCGI ([`crate::fastcgi`]) → private file handed over with
 //! X-Accel-Redirect ([`crate::private_files`]) → response mapping ([`crate::response`])
@@ -24,7 +26,7 @@ use crate::body::GatewayBody;
 use crate::cached_origin::PhpScript;
 use crate::compression::{ClientEncodings, Policy};
 use crate::error::GatewayError;
-use crate::peer::ConnInfo;
+use crate::peer::{ConnInfo, Peer};
 use crate::resolve::{self, Resolution};
 use crate::routing;
 use crate::snapshot::{SharedState, Snapshot};
@@ -173,6 +175,23 @@ where
     if !tenant.enabled {
         return Ok(suspended(snapshot));
     }
+    let store = cache.tenant(&tenant.name);
+    if let Some(store) = &store {
+        let https = Peer::resolve(
+            &conn,
+            &parts.headers,
+            authority,
+            &config.server.trusted_proxies,
+        )
+        .https;
+        let offered = config.compression_for(tenant.compression.as_deref());
+        let has_body = !body.is_end_stream();
+        if let Some(hit) =
+            crate::cached_origin::fresh_hit(store, &parts, has_body, https, &host, offered, record)
+        {
+            return Ok(hit);
+        }
+    }
     match resolve::resolve(
         &config.fastcgi.root,
         &config.fastcgi.index,
@@ -202,7 +221,6 @@ where
                 path_info,
                 conn,
             };
-            let store = cache.tenant(&tenant.name);
             crate::cached_origin::serve(script, store, parts, body, record, telemetry).await
         }
     }

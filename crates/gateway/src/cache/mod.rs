@@ -305,6 +305,12 @@ impl TenantStore {
         }
     }
 
+    /// The fresh answer stored for `request`, if there is one; never waits or fills (the
+    /// cheap first look of a hit).
+    pub fn fresh(&self, request: &RequestKey<'_>) -> Option<Arc<Entry>> {
+        self.find(request).0.filter(|entry| entry.is_fresh())
+    }
+
     /// Looks `request` up; on a miss, waits (up to [`FILL_WAIT`]) for a request already
     /// filling the same URL, so PHP runs once per key.
     pub async fn lookup(self: &Arc<Self>, request: &RequestKey<'_>) -> Lookup {
@@ -619,6 +625,11 @@ impl ResponseCache {
     /// whose cache settings changed loses its entries; a tenant newly cached gets an
     /// empty store. `previous` is the config served until now.
     pub fn reconcile(&self, previous: Option<&Config>, config: &Config) {
+        // A hit is answered before the path is mapped to a script (see
+        // `cached_origin::fresh_hit`): another root or index may map a URL elsewhere.
+        let same_mapping = previous.is_some_and(|prev| {
+            prev.fastcgi.root == config.fastcgi.root && prev.fastcgi.index == config.fastcgi.index
+        });
         self.global
             .memory
             .store(config.cache.memory, Ordering::Relaxed);
@@ -631,10 +642,11 @@ impl ResponseCache {
             let Some(settings) = config.cache_for(tenant) else {
                 continue;
             };
-            let unchanged = previous.is_some_and(|prev| {
-                prev.tenants.get(name) == Some(tenant)
-                    && prev.cache_for(tenant).as_ref() == Some(&settings)
-            });
+            let unchanged = same_mapping
+                && previous.is_some_and(|prev| {
+                    prev.tenants.get(name) == Some(tenant)
+                        && prev.cache_for(tenant).as_ref() == Some(&settings)
+                });
             let kept = stores
                 .get(name.as_str())
                 .filter(|store| unchanged && store.settings == settings)
@@ -873,5 +885,39 @@ mod tests {
         assert!(big.entries.contains_key(&key("/4")), "the newest stayed");
         let held = big.stats().memory + small.stats().memory;
         assert_eq!(held, global.bytes.load(Ordering::Relaxed));
+    }
+
+    fn config(root: &str) -> Config {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[fastcgi]\nupstream = \"127.0.0.1:9000\"\nroot = \"{root}\"\n\n\
+             [cache]\nmemory = \"1MiB\"\n\n[defaults.cache]\nenabled = true\n\n\
+             [tenants.a]\nhosts = [\"a.test\"]\n"
+        );
+        Config::parse(&text, "tenants.toml", std::path::Path::new("/"))
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn another_root_drops_every_entry_and_an_unrelated_change_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, other) = (dir.path().join("app"), dir.path().join("other"));
+        std::fs::create_dir(&app).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        let (app, other) = (app.display().to_string(), other.display().to_string());
+        let first = config(&app);
+        let cache = ResponseCache::new(&first);
+        let store = cache.tenant("a").expect("a is cached");
+        assert!(store.insert(key("/"), answer(10)));
+
+        cache.reconcile(Some(&first), &config(&app));
+        let kept = cache.tenant("a").expect("a is cached");
+        assert!(kept.entries.contains_key(&key("/")), "nothing changed");
+
+        cache.reconcile(Some(&first), &config(&other));
+        let after = cache.tenant("a").expect("a is cached");
+        assert!(
+            !after.entries.contains_key(&key("/")),
+            "a hit skips the path mapping"
+        );
     }
 }
