@@ -4,6 +4,7 @@
 //! and raw bytes for what hyper would refuse to send).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
@@ -136,8 +137,18 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    within(REQUEST_LIMIT, "a request", async {
-        let response = send_streaming_to(addr, req).await;
+    send_within(addr, req, REQUEST_LIMIT).await
+}
+
+/// [`send_to`] for a request known to take long (an application's installer), bounded
+/// by `limit` instead.
+pub async fn send_within<B>(addr: SocketAddr, req: Request<B>, limit: Duration) -> Reply
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    within(limit, "a request", async {
+        let response = exchange(addr, req).await;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("response body").to_bytes();
         Reply {
@@ -155,15 +166,21 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    within(REQUEST_LIMIT, "a response head", async {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("http1 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await.expect("response head")
-    })
-    .await
+    within(REQUEST_LIMIT, "a response head", exchange(addr, req)).await
+}
+
+/// Sends `req` to `addr` on a fresh connection, unbounded; the callers bound it.
+async fn exchange<B>(addr: SocketAddr, req: Request<B>) -> Response<Incoming>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(conn);
+    sender.send_request(req).await.expect("response head")
 }
 
 /// A request builder with `method`, `target` (as sent on the request line) and
