@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fpm_harness::{Fpm, FpmConfig, Listen, MariaDb, WordPressRoot};
 use gateway::config::Config;
-use http_body_util::{Empty, Full};
+use http_body_util::Full;
 use support::live::toml_string;
-use support::multi_tenant::{request, send_to, send_within};
-use support::{start_fpm, Reply, Served};
+use support::multi_tenant::{request, send_to, send_with_headers, send_within};
+use support::{cache_status, is_hit, start_fpm, Reply, Served};
 
 /// Bound for installing one site (a dozen tables created and filled) on a busy machine.
 const INSTALL_LIMIT: Duration = Duration::from_secs(120);
@@ -190,15 +190,8 @@ impl WordPress {
 
     /// `GET target` on `site` with `cookies` (a `Cookie` header's value, or none).
     async fn get(&self, site: &Site, target: &str, cookies: Option<&str>) -> Reply {
-        let mut builder = request("GET", site.host, target);
-        if let Some(cookies) = cookies {
-            builder = builder.header("cookie", cookies);
-        }
-        send_to(
-            self.served.addr,
-            builder.body(Empty::<Bytes>::new()).unwrap(),
-        )
-        .await
+        let headers: Vec<_> = cookies.map(|value| ("cookie", value)).into_iter().collect();
+        send_with_headers(self.served.addr, "GET", site.host, target, &headers).await
     }
 
     /// Logs the admin in on `site` as a browser does (the login page's test cookie,
@@ -307,14 +300,6 @@ fn cookie_header(jar: &[(String, String)]) -> String {
         .map(|(name, value)| format!("{name}={value}"))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn cache_status(reply: &Reply) -> &str {
-    reply.header("cache-status").unwrap_or("")
-}
-
-fn is_hit(reply: &Reply) -> bool {
-    cache_status(reply).contains("; hit")
 }
 
 #[tokio::test]

@@ -130,6 +130,22 @@ impl TestGateway {
     }
 }
 
+/// `method target` with `Host: host`, `headers` and no body, sent to `addr` by
+/// [`send_to`].
+pub async fn send_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut builder = request(method, host, target);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    send_to(addr, builder.body(Empty::<Bytes>::new()).unwrap()).await
+}
+
 /// Sends `req` to `addr` on a fresh HTTP/1.1 connection exactly as built (the target as
 /// given, no `Host` added) and reads the whole answer, bounded by [`REQUEST_LIMIT`].
 pub async fn send_to<B>(addr: SocketAddr, req: Request<B>) -> Reply
