@@ -17,6 +17,7 @@
 //! ```
 
 mod checksum;
+mod database;
 mod error;
 mod fpm;
 mod locate;

@@ -10,11 +10,13 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::database;
 use crate::error::{HarnessError, Result};
 
 /// How long a start (or a clean shutdown) may take before it counts as failed.
@@ -160,38 +162,11 @@ impl MariaDb {
 
     /// Stops the server (SIGTERM: a clean shutdown) and waits for it to exit.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
         let pid = child.id() as libc::pid_t;
-        // SAFETY: kill with the pid of our own unreaped child and a valid signal.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            let source = std::io::Error::last_os_error();
-            if source.raw_os_error() != Some(libc::ESRCH) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(HarnessError::Signal {
-                    signal: "SIGTERM",
-                    target: "process",
-                    pid,
-                    source,
-                });
-            }
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Ok(());
-                }
-            }
-        }
+        database::stop_server(child, pid, libc::SIGTERM, "SIGTERM", START_TIMEOUT)
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -252,44 +227,30 @@ impl MariaDb {
             source,
         })?;
         self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if self.greets() {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(HarnessError::ExitedEarly {
-                        binary: self.binaries.server.clone(),
-                        status: status.to_string(),
-                        address: self.socket_path().display().to_string(),
-                        log_tail: crate::process::log_tail(&[&self.log_path()], 20),
-                    });
-                }
-            }
-            if Instant::now() > deadline {
-                let _ = self.stop();
-                return Err(HarnessError::NotReady {
-                    binary: self.binaries.server.clone(),
-                    address: self.socket_path().display().to_string(),
-                    timeout_ms: START_TIMEOUT.as_millis(),
-                    log_tail: crate::process::log_tail(&[&self.log_path()], 20),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let (socket, log) = (self.socket_path(), self.log_path());
+        let waited = database::wait_until_ready(
+            &mut self.child,
+            || greets(&socket),
+            &self.binaries.server,
+            &socket,
+            &log,
+            START_TIMEOUT,
+        );
+        if waited.is_err() {
+            let _ = self.stop();
         }
+        waited
     }
+}
 
-    /// Whether the socket accepts a connection and the server sends its first packet.
-    fn greets(&self) -> bool {
-        let Ok(mut stream) = UnixStream::connect(self.socket_path()) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut header = [0u8; 4];
-        stream.read_exact(&mut header).is_ok()
-    }
+/// Whether `socket` accepts a connection and the server sends its first packet.
+fn greets(socket: &Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).is_ok()
 }
 
 impl Drop for MariaDb {
@@ -320,25 +281,12 @@ fn run(command: &mut Command, binary: &Path) -> Result<()> {
 
 /// Gives `dir` to `user` (who runs the server), keeping it readable for others so a
 /// PHP-FPM running as another user reaches the socket.
-fn give_to(dir: &Path, user: &'static str) -> Result<()> {
-    let name = std::ffi::CString::new(user)
-        .map_err(|_| HarnessError::InvalidConfig(format!("user name {user:?}")))?;
-    // SAFETY: getpwnam with a NUL-terminated name; the result is read at once, before
-    // any other call could reuse its static buffer.
-    let (uid, gid) = unsafe {
-        let entry = libc::getpwnam(name.as_ptr());
-        if entry.is_null() {
-            return Err(HarnessError::InvalidConfig(format!(
-                "running as root, but there is no `{user}` user to run MariaDB as"
-            )));
+fn give_to(dir: &Path, user: &str) -> Result<()> {
+    database::give_to_user(dir, user, "MariaDB")?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|source| {
+        HarnessError::WriteFile {
+            path: dir.to_path_buf(),
+            source,
         }
-        ((*entry).pw_uid, (*entry).pw_gid)
-    };
-    let write_error = |source| HarnessError::WriteFile {
-        path: dir.to_path_buf(),
-        source,
-    };
-    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(write_error)?;
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(write_error)
+    })
 }
