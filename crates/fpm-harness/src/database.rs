@@ -87,8 +87,29 @@ pub(crate) fn stop_server(
     }
 }
 
+/// A temporary directory (`prefix`…) for a server's files (`what`), given to the system
+/// user `user` when the test runs as root; whether it was (the server then runs as
+/// `user`).
+pub(crate) fn server_dir(
+    prefix: &str,
+    what: &'static str,
+    user: &str,
+    server: &str,
+) -> Result<(tempfile::TempDir, bool)> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| HarnessError::TempDir { what, source })?;
+    // SAFETY: geteuid has no preconditions.
+    let as_user = unsafe { libc::geteuid() } == 0;
+    if as_user {
+        give_to_user(dir.path(), user, server)?;
+    }
+    Ok((dir, as_user))
+}
+
 /// Gives `dir` to the system user `user` (uid and gid), who runs `server`.
-pub(crate) fn give_to_user(dir: &Path, user: &str, server: &str) -> Result<()> {
+fn give_to_user(dir: &Path, user: &str, server: &str) -> Result<()> {
     let name = CString::new(user)
         .map_err(|_| HarnessError::InvalidConfig(format!("user name {user:?}")))?;
     // SAFETY: getpwnam with a NUL-terminated name; the result is read at once, before

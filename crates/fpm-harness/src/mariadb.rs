@@ -90,18 +90,16 @@ impl MariaDb {
     /// accepts connections on its socket.
     pub fn start() -> Result<MariaDb> {
         let binaries = mariadb_binaries()?;
-        let dir = tempfile::Builder::new()
-            .prefix("mariadb")
-            .tempdir()
-            .map_err(|source| HarnessError::TempDir {
-                what: "a MariaDB server",
+        let (dir, as_mysql) =
+            database::server_dir("mariadb", "a MariaDB server", "mysql", "MariaDB")?;
+        // Readable for all, so a PHP-FPM running as another user reaches the socket.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).map_err(|source| {
+            HarnessError::WriteFile {
+                path: dir.path().to_path_buf(),
                 source,
-            })?;
-        // SAFETY: geteuid has no preconditions.
-        let run_as = (unsafe { libc::geteuid() } == 0).then_some("mysql");
-        if let Some(user) = run_as {
-            give_to(dir.path(), user)?;
-        }
+            }
+        })?;
+        let run_as = as_mysql.then_some("mysql");
         let mut db = MariaDb {
             binaries,
             dir,
@@ -276,17 +274,5 @@ fn run(command: &mut Command, binary: &Path) -> Result<()> {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         ),
-    })
-}
-
-/// Gives `dir` to `user` (who runs the server), keeping it readable for others so a
-/// PHP-FPM running as another user reaches the socket.
-fn give_to(dir: &Path, user: &str) -> Result<()> {
-    database::give_to_user(dir, user, "MariaDB")?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|source| {
-        HarnessError::WriteFile {
-            path: dir.to_path_buf(),
-            source,
-        }
     })
 }

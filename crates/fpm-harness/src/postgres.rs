@@ -70,18 +70,8 @@ impl Postgres {
     /// Creates a cluster (user `postgres`, trust authentication, socket only) and starts it.
     pub fn start() -> Result<Postgres> {
         let bin_dir = postgres_bin_dir()?;
-        let dir = tempfile::Builder::new()
-            .prefix("pg")
-            .tempdir()
-            .map_err(|source| HarnessError::TempDir {
-                what: "a PostgreSQL cluster",
-                source,
-            })?;
-        // SAFETY: geteuid has no preconditions.
-        let as_postgres = unsafe { libc::geteuid() } == 0;
-        if as_postgres {
-            database::give_to_user(dir.path(), "postgres", "PostgreSQL")?;
-        }
+        let (dir, as_postgres) =
+            database::server_dir("pg", "a PostgreSQL cluster", "postgres", "PostgreSQL")?;
         let mut pg = Postgres {
             bin_dir,
             dir,
