@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the external programs the tests need are installed (Debian/Ubuntu).
 #
-# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-pebble] [--with-bench] [--with-chromium] [--with-deploy] [--with-postgres] [--print-path]
+# Usage: scripts/ensure-php-fpm.sh [--with-nginx] [--with-pebble] [--with-bench] [--with-chromium] [--with-deploy] [--with-postgres] [--with-wordpress] [--print-path]
 #
 #   (always)      php-fpm and php-cli (packages php-fpm, php-cli)
 #   --with-nginx  nginx, the reference server some tests compare against
@@ -18,6 +18,10 @@
 #                 package, socket activation and restart tests (crates/gateway/tests/deploy.rs)
 #   --with-postgres PostgreSQL (package postgresql: initdb and postgres under
 #                 /usr/lib/postgresql/*/bin), the fleet tests' registry and ledger
+#   --with-wordpress WordPress (Debian's package wordpress, in /usr/share/wordpress, with
+#                 its default theme wordpress-theme-twentytwentythree), MariaDB (package
+#                 mariadb-server: mariadb-install-db and mariadbd) and php-mysql, for the
+#                 WordPress cache test (crates/gateway/tests/wordpress.rs)
 #   --print-path  print the php-fpm binary path on stdout when done
 #
 # Idempotent: does nothing when everything is present, otherwise runs
@@ -33,6 +37,7 @@ with_pebble=0
 with_chromium=0
 with_deploy=0
 with_postgres=0
+with_wordpress=0
 print_path=0
 for arg in "$@"; do
     case "$arg" in
@@ -42,6 +47,7 @@ for arg in "$@"; do
         --with-chromium) with_chromium=1 ;;
         --with-deploy) with_deploy=1 ;;
         --with-postgres) with_postgres=1 ;;
+        --with-wordpress) with_wordpress=1 ;;
         --print-path) print_path=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -79,6 +85,18 @@ find_postgres() {
         return 0
     fi
     command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)" || true
+}
+
+find_mariadbd() {
+    local bin
+    for bin in /usr/sbin/mariadbd /usr/sbin/mysqld; do
+        [[ -x "$bin" ]] && echo "$bin" && return 0
+    done
+    command -v mariadbd || command -v mysqld || true
+}
+
+php_has_mysqli() {
+    php -r 'exit(extension_loaded("mysqli") ? 0 : 1);' >/dev/null 2>&1
 }
 
 find_nginx() {
@@ -131,6 +149,18 @@ fi
 if ((with_postgres)) && [[ -z "$(find_postgres)" ]]; then
     packages+=(postgresql)
 fi
+if ((with_wordpress)) && [[ ! -f /usr/share/wordpress/wp-settings.php ]]; then
+    packages+=(wordpress)
+fi
+if ((with_wordpress)) && [[ ! -d /usr/share/wordpress/wp-content/themes/twentytwentythree ]]; then
+    packages+=(wordpress-theme-twentytwentythree)
+fi
+if ((with_wordpress)) && [[ -z "$(find_mariadbd)" ]]; then
+    packages+=(mariadb-server)
+fi
+if ((with_wordpress)) && ! php_has_mysqli; then
+    packages+=(php-mysql)
+fi
 if ((with_bench)) && ! command -v caddy >/dev/null 2>&1; then
     packages+=(caddy)
 fi
@@ -144,6 +174,7 @@ if ((${#packages[@]} == 0)); then
     if ((with_pebble)); then found+=", pebble at $(command -v pebble)"; fi
     if ((with_chromium)); then found+=", chromium at $(command -v chromium)"; fi
     if ((with_postgres)); then found+=", PostgreSQL in $(find_postgres)"; fi
+    if ((with_wordpress)); then found+=", WordPress, MariaDB at $(find_mariadbd)"; fi
     if ((with_bench)); then found+=", wrk at $(command -v wrk), caddy at $(command -v caddy), h2load at $(command -v h2load)"; fi
     log "nothing to do: $found"
 else
@@ -182,6 +213,10 @@ else
     fi
     if ((with_postgres)) && [[ -z "$(find_postgres)" ]]; then
         log "PostgreSQL still not found after installing ${packages[*]}"
+        exit 1
+    fi
+    if ((with_wordpress)) && [[ -z "$(find_mariadbd)" ]]; then
+        log "mariadbd still not found after installing ${packages[*]}"
         exit 1
     fi
     for tool in wrk caddy h2load; do

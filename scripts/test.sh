@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command that runs every check, locally and in CI:
-#   1. ensures php-fpm, php-cli, nginx, pebble, chromium, PostgreSQL and the deploy tools are installed (scripts/ensure-php-fpm.sh)
+#   1. ensures php-fpm, php-cli, nginx, pebble, chromium, PostgreSQL, WordPress with MariaDB and the deploy tools are installed (scripts/ensure-php-fpm.sh)
 #   2. cargo fmt --check
 #   3. cargo clippy on every crate and target, warnings are errors
 #   4. cargo test on the whole workspace
@@ -20,7 +20,7 @@ if [[ -f Cargo.lock ]]; then
 fi
 
 step "ensure php-fpm, nginx and pebble"
-scripts/ensure-php-fpm.sh --with-nginx --with-pebble --with-chromium --with-deploy --with-postgres
+scripts/ensure-php-fpm.sh --with-nginx --with-pebble --with-chromium --with-deploy --with-postgres --with-wordpress
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

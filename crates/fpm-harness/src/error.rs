@@ -21,6 +21,31 @@ pub enum HarnessError {
         searched: String,
     },
 
+    /// MariaDB's server, initialiser or client could not be located.
+    #[error("MariaDB not found (looked for {searched}); run scripts/ensure-php-fpm.sh --with-wordpress to install it")]
+    MariaDbNotFound {
+        /// Human-readable list of what was looked for, and where.
+        searched: String,
+    },
+
+    /// Debian's WordPress package is not installed.
+    #[error("WordPress not found (looked at {searched}); run scripts/ensure-php-fpm.sh --with-wordpress to install it")]
+    WordPressNotFound {
+        /// Human-readable list of the places that were searched.
+        searched: String,
+    },
+
+    /// A setup command (a database initialiser, a client) ran and failed.
+    #[error("{binary} failed with {status}:\n{output}")]
+    CommandFailed {
+        /// The command's binary.
+        binary: PathBuf,
+        /// Exit status as printed by std.
+        status: String,
+        /// What it printed (stdout, then stderr).
+        output: String,
+    },
+
     /// The caller-supplied configuration cannot work.
     #[error("invalid harness configuration: {0}")]
     InvalidConfig(String),

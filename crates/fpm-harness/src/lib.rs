@@ -3,7 +3,9 @@
 //!
 //! Everything but [`eventually`] is synchronous std code so it can be used from plain
 //! tests, async tests (from a blocking context) and benchmarks alike. [`prometheus`]
-//! reads the gateway's `/metrics` text.
+//! reads the gateway's `/metrics` text. A private PostgreSQL ([`Postgres`]) or MariaDB
+//! ([`MariaDb`]) and a WordPress document root ([`WordPressRoot`]) serve the end-to-end
+//! tests of real applications.
 //!
 //! ```no_run
 //! use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
@@ -15,9 +17,11 @@
 //! ```
 
 mod checksum;
+mod database;
 mod error;
 mod fpm;
 mod locate;
+mod mariadb;
 mod net;
 mod nginx;
 mod postgres;
@@ -26,14 +30,19 @@ pub mod prometheus;
 mod relay;
 mod status;
 mod wait;
+mod wordpress;
 
 pub use checksum::Crc32;
 pub use error::{HarnessError, Result};
 pub use fpm::{Fpm, FpmConfig, Listen};
 pub use locate::{fixtures_dir, nginx_binary, php_fpm_binary, NGINX_BIN_ENV, PHP_FPM_BIN_ENV};
+pub use mariadb::{mariadb_binaries, MariaDb, MariaDbBinaries};
 pub use net::{free_port, FpmAddress, Stream};
 pub use nginx::Nginx;
 pub use postgres::{postgres_bin_dir, Postgres};
 pub use relay::CountingRelay;
 pub use status::{status_page_params, STATUS_PATH};
 pub use wait::eventually;
+pub use wordpress::{
+    wordpress_config_fixture, wordpress_dir, WordPressRoot, DEBIAN_WORDPRESS_DIR, WORDPRESS_DIR_ENV,
+};

@@ -8,11 +8,11 @@
 //! server down and up on the same data and socket, for outage tests.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::database;
 use crate::error::{HarnessError, Result};
 use crate::net::free_port;
 
@@ -70,18 +70,8 @@ impl Postgres {
     /// Creates a cluster (user `postgres`, trust authentication, socket only) and starts it.
     pub fn start() -> Result<Postgres> {
         let bin_dir = postgres_bin_dir()?;
-        let dir = tempfile::Builder::new()
-            .prefix("pg")
-            .tempdir()
-            .map_err(|source| HarnessError::TempDir {
-                what: "a PostgreSQL cluster",
-                source,
-            })?;
-        // SAFETY: geteuid has no preconditions.
-        let as_postgres = unsafe { libc::geteuid() } == 0;
-        if as_postgres {
-            chown_to_postgres(dir.path())?;
-        }
+        let (dir, as_postgres) =
+            database::server_dir("pg", "a PostgreSQL cluster", "postgres", "PostgreSQL")?;
         let mut pg = Postgres {
             bin_dir,
             dir,
@@ -202,40 +192,19 @@ impl Postgres {
             source,
         })?;
         self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if self.is_ready() {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(HarnessError::ExitedEarly {
-                        binary: self.bin_dir.join("postgres"),
-                        status: status.to_string(),
-                        address: self.socket_path().display().to_string(),
-                        log_tail: crate::process::log_tail(&[&self.log_path()], 20),
-                    });
-                }
-            }
-            if Instant::now() > deadline {
-                let _ = self.stop();
-                return Err(HarnessError::NotReady {
-                    binary: self.bin_dir.join("postgres"),
-                    address: self.socket_path().display().to_string(),
-                    timeout_ms: START_TIMEOUT.as_millis(),
-                    log_tail: crate::process::log_tail(&[&self.log_path()], 20),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let (data, socket, log) = (self.data_dir(), self.socket_path(), self.log_path());
+        let waited = database::wait_until_ready(
+            &mut self.child,
+            || is_ready(&data, &socket),
+            &self.bin_dir.join("postgres"),
+            &socket,
+            &log,
+            START_TIMEOUT,
+        );
+        if waited.is_err() {
+            let _ = self.stop();
         }
-    }
-
-    /// Whether `postmaster.pid` says "ready" and the socket exists.
-    fn is_ready(&self) -> bool {
-        let pid_file =
-            fs::read_to_string(self.data_dir().join("postmaster.pid")).unwrap_or_default();
-        pid_file.lines().nth(7).is_some_and(|s| s.trim() == "ready") && self.socket_path().exists()
+        waited
     }
 
     /// The postmaster's pid, from its pid file.
@@ -252,37 +221,13 @@ impl Postgres {
     /// Stops the server (fast shutdown: sessions are cut, nothing is lost) and waits
     /// for it to exit. The cluster stays for [`start_again`](Self::start_again).
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
         // Signal the postmaster itself: with `runuser` in front, the child is runuser.
         let pid = self.postmaster_pid().unwrap_or(child.id() as i32);
-        // SAFETY: kill with a pid and a valid signal has no memory-safety preconditions.
-        if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
-            let source = io::Error::last_os_error();
-            if source.raw_os_error() != Some(libc::ESRCH) {
-                return Err(HarnessError::Signal {
-                    signal: "SIGINT",
-                    target: "process",
-                    pid,
-                    source,
-                });
-            }
-        }
+        database::stop_server(child, pid, libc::SIGINT, "SIGINT", START_TIMEOUT)?;
         let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-            }
-        }
         // The pid file goes last; wait so a restart does not see the old one.
         while self.data_dir().join("postmaster.pid").exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -297,21 +242,8 @@ impl Drop for Postgres {
     }
 }
 
-/// Gives `dir` to the `postgres` user, so `initdb` (which refuses root) can use it.
-fn chown_to_postgres(dir: &Path) -> Result<()> {
-    // SAFETY: getpwnam with a NUL-terminated name; the result is read at once, before
-    // any other call could reuse its static buffer.
-    let (uid, gid) = unsafe {
-        let entry = libc::getpwnam(c"postgres".as_ptr());
-        if entry.is_null() {
-            return Err(HarnessError::InvalidConfig(
-                "running as root, but there is no `postgres` user to run PostgreSQL as".to_owned(),
-            ));
-        }
-        ((*entry).pw_uid, (*entry).pw_gid)
-    };
-    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|source| HarnessError::WriteFile {
-        path: dir.to_path_buf(),
-        source,
-    })
+/// Whether `postmaster.pid` in `data` says "ready" and the socket exists.
+fn is_ready(data: &Path, socket: &Path) -> bool {
+    let pid_file = fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+    pid_file.lines().nth(7).is_some_and(|s| s.trim() == "ready") && socket.exists()
 }

@@ -12,8 +12,8 @@ use gateway::cache::Purge;
 use gateway::config::Config;
 use http_body_util::{Empty, Full};
 use support::live::toml_string;
-use support::multi_tenant::{request, send_to};
-use support::{eventually, start_fpm, Reply, Served, SOON};
+use support::multi_tenant::{request, send_to, send_with_headers};
+use support::{cache_status, eventually, is_hit, start_fpm, Reply, Served, SOON};
 
 /// The page: counts its run in `RUNS_DIR/<tenant>-<c>`, then answers with the caching
 /// headers the query asks for. `sleep` (ms) makes it slow, `setcookie` sets a session
@@ -117,15 +117,7 @@ impl Harness {
         target: &str,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut builder = request(method, host, target);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        send_to(
-            self.served.addr,
-            builder.body(Empty::<Bytes>::new()).unwrap(),
-        )
-        .await
+        send_with_headers(self.served.addr, method, host, target, headers).await
     }
 
     /// An admin API call with a JSON body.
@@ -147,14 +139,6 @@ impl Harness {
         assert_eq!(reply.status, 200, "{}", reply.text());
         reply.json()
     }
-}
-
-fn cache_status(reply: &Reply) -> &str {
-    reply.header("cache-status").unwrap_or("")
-}
-
-fn is_hit(reply: &Reply) -> bool {
-    cache_status(reply).contains("; hit")
 }
 
 #[tokio::test]

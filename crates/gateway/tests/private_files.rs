@@ -14,7 +14,7 @@ use fpm_harness::{fixtures_dir, Crc32, Fpm, FpmConfig, Listen};
 use gateway::config::Config;
 use http_body_util::{BodyExt, Empty};
 use support::logs::LogCapture;
-use support::multi_tenant::{request, send_streaming_to, send_to};
+use support::multi_tenant::{request, send_streaming_to, send_with_headers};
 use support::payload::pattern;
 use support::{eventually, start_fpm, within, Reply, Served, REQUEST_LIMIT};
 
@@ -90,11 +90,7 @@ impl Private {
         target: &str,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = request(method, host, target);
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        send_to(self.served.addr, req.body(Empty::<Bytes>::new()).unwrap()).await
+        send_with_headers(self.served.addr, method, host, target, headers).await
     }
 }
 

@@ -108,6 +108,16 @@ impl Reply {
     }
 }
 
+/// The answer's `Cache-Status` (RFC 9211), or "" without one.
+pub fn cache_status(reply: &Reply) -> &str {
+    reply.header("cache-status").unwrap_or("")
+}
+
+/// Whether the response cache answered (fresh or stale), per `Cache-Status`.
+pub fn is_hit(reply: &Reply) -> bool {
+    cache_status(reply).contains("; hit")
+}
+
 /// The gateway for a config whose `listen` is `127.0.0.1:0`, bound and served on the
 /// current runtime until [`Served::stop`], [`Served::stopped`] or drop. Every harness
 /// below runs the gateway through it.

@@ -4,6 +4,7 @@
 //! and raw bytes for what hyper would refuse to send).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fpm_harness::{fixtures_dir, Fpm, FpmConfig, Listen};
@@ -129,6 +130,22 @@ impl TestGateway {
     }
 }
 
+/// `method target` with `Host: host`, `headers` and no body, sent to `addr` by
+/// [`send_to`].
+pub async fn send_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut builder = request(method, host, target);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    send_to(addr, builder.body(Empty::<Bytes>::new()).unwrap()).await
+}
+
 /// Sends `req` to `addr` on a fresh HTTP/1.1 connection exactly as built (the target as
 /// given, no `Host` added) and reads the whole answer, bounded by [`REQUEST_LIMIT`].
 pub async fn send_to<B>(addr: SocketAddr, req: Request<B>) -> Reply
@@ -136,8 +153,18 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    within(REQUEST_LIMIT, "a request", async {
-        let response = send_streaming_to(addr, req).await;
+    send_within(addr, req, REQUEST_LIMIT).await
+}
+
+/// [`send_to`] for a request known to take long (an application's installer), bounded
+/// by `limit` instead.
+pub async fn send_within<B>(addr: SocketAddr, req: Request<B>, limit: Duration) -> Reply
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    within(limit, "a request", async {
+        let response = exchange(addr, req).await;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("response body").to_bytes();
         Reply {
@@ -155,15 +182,21 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    within(REQUEST_LIMIT, "a response head", async {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("http1 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await.expect("response head")
-    })
-    .await
+    within(REQUEST_LIMIT, "a response head", exchange(addr, req)).await
+}
+
+/// Sends `req` to `addr` on a fresh connection, unbounded; the callers bound it.
+async fn exchange<B>(addr: SocketAddr, req: Request<B>) -> Response<Incoming>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(conn);
+    sender.send_request(req).await.expect("response head")
 }
 
 /// A request builder with `method`, `target` (as sent on the request line) and
