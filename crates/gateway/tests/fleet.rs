@@ -900,3 +900,227 @@ async fn the_cli_migrates_imports_exports_and_reports_fleet_usage() {
         .unwrap();
     assert_eq!(alpha["requests"], 4, "{report}");
 }
+
+/// Runs a CLI command (synchronous: it starts a runtime of its own) off the test's.
+async fn run_cli<F>(command: F) -> Result<String, gateway::cli::CliError>
+where
+    F: FnOnce() -> Result<String, gateway::cli::CliError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(command)
+        .await
+        .expect("CLI task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_cli_writes_the_fleet_registry_with_versions_and_leaves_the_file() {
+    let Some(pg) = postgres_or_skip("tenant CLI in a fleet").await else {
+        return;
+    };
+    let fpm = start_fpm(FpmConfig::new().workers(2));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &fpm,
+        &Member {
+            name: "a",
+            registry: pg.conn_string(),
+            ledger: None,
+        },
+    );
+    let file_before = std::fs::read(&config).unwrap();
+    let a = start(&config).await;
+
+    // `tenants add` creates the tenant in PostgreSQL; the running gateway serves it.
+    let path = config.clone();
+    let added = run_cli(move || {
+        gateway::cli::tenants_add(
+            &path,
+            "shop",
+            vec!["Shop.test".to_owned()],
+            vec![
+                ("MARKER".to_owned(), "from-cli".to_owned()),
+                ("DBPASS".to_owned(), "s3cret".to_owned()),
+            ],
+            true,
+            None,
+            gateway::cli::Placement::default(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        added.starts_with("added tenant \"shop\" (shop.test, 2 params, enabled) to the fleet registry as version "),
+        "{added}"
+    );
+    assert!(!added.contains("s3cret"), "{added}");
+    assert!(
+        eventually(SOON, || served_marker(&a, "shop").as_deref()
+            == Some("from-cli"))
+        .await,
+        "the gateway never served the tenant the CLI added"
+    );
+    assert_eq!(php_marker(a.addr, "shop.test").await, "from-cli");
+
+    // `list` and `show` read the registry; `show` prints the version to edit from.
+    let path = config.clone();
+    let listed = run_cli(move || gateway::cli::tenants_list(&path, false))
+        .await
+        .unwrap();
+    assert!(
+        listed.contains("shop") && listed.contains("shop.test"),
+        "{listed}"
+    );
+    let path = config.clone();
+    let shown = run_cli(move || gateway::cli::tenants_show(&path, "shop", true))
+        .await
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["params"]["DBPASS"], "***");
+    let read_version = shown["version"].as_i64().expect("a version in a fleet");
+    let path = config.clone();
+    let text = run_cli(move || gateway::cli::tenants_show(&path, "shop", false))
+        .await
+        .unwrap();
+    assert!(
+        text.contains(&format!("version:         {read_version} ")),
+        "{text}"
+    );
+
+    // Someone changes the tenant through the admin API after the CLI's read: an edit
+    // made with the version read is refused, and nothing is written.
+    let put = admin(
+        &a,
+        "PUT",
+        "/tenants/shop",
+        Some(tenant("shop.test", "from-api")),
+        None,
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text());
+    let current: i64 = put
+        .header("etag")
+        .unwrap()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    assert!(current > read_version);
+    let path = config.clone();
+    let err = run_cli(move || gateway::cli::tenants_suspend(&path, "shop", Some(read_version)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            gateway::cli::CliError::FleetWrite(gateway::fleet::WriteError::Precondition { .. })
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("is at version {current}, not {read_version}"))
+            && message.contains("someone else changed it"),
+        "{message}"
+    );
+    let store = gateway::fleet::Store::new(&pg.conn_string()).unwrap();
+    assert_eq!(store.version_of("shop").await.unwrap(), Some(current));
+    let path = config.clone();
+    let err = run_cli(move || gateway::cli::tenants_remove(&path, "shop", Some(read_version)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("someone else changed it"), "{err}");
+    assert_eq!(store.version_of("shop").await.unwrap(), Some(current));
+    assert_eq!(php_marker(a.addr, "shop.test").await, "from-api");
+
+    // With the current version (or none: the version read just before), it goes in.
+    let path = config.clone();
+    let suspended = run_cli(move || gateway::cli::tenants_suspend(&path, "shop", Some(current)))
+        .await
+        .unwrap();
+    assert!(
+        suspended.starts_with("suspended tenant \"shop\" in the fleet registry"),
+        "{suspended}"
+    );
+    assert!(
+        until(SOON, async || {
+            Conn::new(a.addr)
+                .get("shop.test", "/hello.php")
+                .await
+                .unwrap()
+                .status
+                == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await,
+        "the gateway did not serve the suspension"
+    );
+    let path = config.clone();
+    let resumed = run_cli(move || gateway::cli::tenants_resume(&path, "shop", None))
+        .await
+        .unwrap();
+    assert!(resumed.starts_with("resumed tenant \"shop\""), "{resumed}");
+
+    // A host another tenant has: refused by the database, naming the host and its owner.
+    let path = config.clone();
+    let err = run_cli(move || {
+        gateway::cli::tenants_add(
+            &path,
+            "thief",
+            vec!["SHOP.test.".to_owned()],
+            vec![],
+            true,
+            None,
+            gateway::cli::Placement::default(),
+        )
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            gateway::cli::CliError::FleetWrite(gateway::fleet::WriteError::HostTaken { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "host \"shop.test\" already belongs to tenant \"shop\""
+    );
+    assert_eq!(store.version_of("thief").await.unwrap(), None);
+    // An unknown upstream is refused before anything is written.
+    let path = config.clone();
+    let err = run_cli(move || {
+        gateway::cli::tenants_add(
+            &path,
+            "other",
+            vec!["other.test".to_owned()],
+            vec![],
+            true,
+            None,
+            gateway::cli::Placement {
+                upstream: Some("nowhere".to_owned()),
+                private_root: None,
+            },
+        )
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("nowhere"), "{err}");
+    assert_eq!(store.version_of("other").await.unwrap(), None);
+
+    let path = config.clone();
+    let removed = run_cli(move || gateway::cli::tenants_remove(&path, "shop", None))
+        .await
+        .unwrap();
+    assert!(
+        removed.starts_with("removed tenant \"shop\" from the fleet registry"),
+        "{removed}"
+    );
+    assert!(eventually(SOON, || served_marker(&a, "shop").is_none()).await);
+    let path = config.clone();
+    let err = run_cli(move || gateway::cli::tenants_resume(&path, "shop", None))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no tenant \"shop\""), "{err}");
+
+    // In a fleet the file is never written.
+    assert_eq!(std::fs::read(&config).unwrap(), file_before);
+}

@@ -290,6 +290,21 @@ impl Store {
         ))
     }
 
+    /// Tenant `name`'s version now (its `ETag`), `None` when it does not exist: what a
+    /// writer without `If-Match` writes against, so a change committed between this
+    /// read and its write is a conflict, not an overwrite.
+    pub async fn version_of(&self, name: &str) -> Result<Option<i64>, FleetError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT version FROM tenants WHERE name = $1 AND NOT deleted",
+                &[&name],
+            )
+            .await
+            .map_err(FleetError::query("reading the tenant"))?
+            .map(|row| row.get(0)))
+    }
+
     /// A connection from the pool, for reports (`GET /usage` in a fleet).
     pub async fn reader(&self) -> Result<deadpool_postgres::Object, FleetError> {
         self.client().await
