@@ -1124,3 +1124,208 @@ async fn the_tenant_cli_writes_the_fleet_registry_with_versions_and_leaves_the_f
     // In a fleet the file is never written.
     assert_eq!(std::fs::read(&config).unwrap(), file_before);
 }
+
+/// A TCP relay to PostgreSQL's Unix socket that reads the server's replies message by
+/// message and, once armed, cuts the connection (both ways) in place of forwarding the
+/// `CommandComplete` of the next `COMMIT`: the transaction is committed, and the client
+/// never learns it (a reply lost after COMMIT).
+struct CommitCutter {
+    addr: SocketAddr,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    /// Connections accepted.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// `COMMIT` replies forwarded, and cut.
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+    cuts: Arc<std::sync::atomic::AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CommitCutter {
+    async fn start(socket: PathBuf) -> CommitCutter {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let commits = Arc::new(AtomicUsize::new(0));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (a, n, c, x) = (
+            armed.clone(),
+            connections.clone(),
+            commits.clone(),
+            cuts.clone(),
+        );
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                n.fetch_add(1, SeqCst);
+                let (socket, armed, commits, cuts) =
+                    (socket.clone(), a.clone(), c.clone(), x.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                        let _ = to_server.shutdown().await;
+                    });
+                    // Server messages: a type byte, then a length that counts itself.
+                    loop {
+                        let mut header = [0u8; 5];
+                        if from_server.read_exact(&mut header).await.is_err() {
+                            break;
+                        }
+                        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+                        let mut body = vec![0u8; (len as usize).saturating_sub(4)];
+                        if from_server.read_exact(&mut body).await.is_err() {
+                            break;
+                        }
+                        if header[0] == b'C' && body.starts_with(b"COMMIT\0") {
+                            if armed.swap(false, SeqCst) {
+                                cuts.fetch_add(1, SeqCst);
+                                break;
+                            }
+                            commits.fetch_add(1, SeqCst);
+                        }
+                        if to_client.write_all(&header).await.is_err()
+                            || to_client.write_all(&body).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    // Both sockets closed: the client sees the connection end, and
+                    // PostgreSQL ends the session (and its advisory lock).
+                    up.abort();
+                    let _ = up.await;
+                });
+            }
+        });
+        CommitCutter {
+            addr,
+            armed,
+            connections,
+            commits,
+            cuts,
+            accept,
+        }
+    }
+
+    fn count(counter: &std::sync::atomic::AtomicUsize) -> usize {
+        counter.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CommitCutter {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// The ledger's totals for `tenant` (all gateways, all hours), read directly.
+async fn ledger_of(pg: &Postgres, tenant: &str) -> TenantUsage {
+    let (client, _notes) = gateway::fleet::connect(&pg.conn_string()).await.unwrap();
+    gateway::fleet::ship::report(&client, Some(tenant), None)
+        .await
+        .unwrap()
+        .first()
+        .map(|row| row.usage)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shipment_whose_reply_is_lost_after_commit_is_shipped_again_without_double_counting() {
+    let Some(pg) = postgres_or_skip("reply lost after COMMIT").await else {
+        return;
+    };
+    let fpm = start_fpm(FpmConfig::new().workers(2));
+    let dir = tempfile::tempdir().unwrap();
+    // The shipper reaches the ledger through the cutter; the registry directly.
+    let cutter = CommitCutter::start(pg.socket_path()).await;
+    let ledger = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
+        cutter.addr.port()
+    );
+    let a = start(&write_config(
+        dir.path(),
+        &fpm,
+        &Member {
+            name: "a",
+            registry: pg.conn_string(),
+            ledger: Some(ledger),
+        },
+    ))
+    .await;
+    let put = admin(
+        &a,
+        "PUT",
+        "/tenants/alpha",
+        Some(tenant("alpha.test", "alpha")),
+        None,
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+    let mut sent = 0u64;
+    let mut conn = Conn::new(a.addr);
+    let mut send = async |n: u64, sent: &mut u64| {
+        for _ in 0..n {
+            let reply = conn.get("alpha.test", "/hello.php").await.unwrap();
+            assert_eq!(reply.status, StatusCode::OK);
+            *sent += 1;
+        }
+    };
+
+    // Shipped normally first.
+    send(5, &mut sent).await;
+    assert!(
+        until(SOON, async || ledger_of(&pg, "alpha").await.requests == 5).await,
+        "the first requests were not shipped"
+    );
+    let before_cut = CommitCutter::count(&cutter.connections);
+
+    // The next shipment's COMMIT goes through, its reply does not.
+    cutter
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    send(7, &mut sent).await;
+    assert!(
+        eventually(SOON, || CommitCutter::count(&cutter.cuts) == 1).await,
+        "no shipment was cut"
+    );
+    // Committed all the same: the ledger has more than before.
+    let committed = ledger_of(&pg, "alpha").await;
+    assert!(committed.requests > 5, "{committed:?}");
+    let commits_at_cut = CommitCutter::count(&cutter.commits);
+
+    // The shipper reconnects and ships again what it could not know was committed.
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            CommitCutter::count(&cutter.connections) > before_cut
+                && CommitCutter::count(&cutter.commits) > commits_at_cut
+        })
+        .await,
+        "the shipper did not reconnect and ship again"
+    );
+    assert!(
+        until(SOON, async || ledger_of(&pg, "alpha").await.requests
+            == sent)
+        .await,
+        "the ledger never reached the {sent} requests sent"
+    );
+    // Rounds go on; the totals stay exact.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    a.stopped(Duration::from_secs(20)).await;
+    let got = ledger_of(&pg, "alpha").await;
+    assert_eq!(
+        (got.requests, got.bytes_out, got.status_2xx),
+        (sent, sent * 13, sent),
+        "ledger vs client after a lost COMMIT reply: {got:?}"
+    );
+    eprintln!(
+        "reply lost after COMMIT: {} connections, {} COMMITs forwarded, 1 cut; ledger {} requests = {sent} sent",
+        CommitCutter::count(&cutter.connections),
+        CommitCutter::count(&cutter.commits),
+        got.requests
+    );
+}
