@@ -89,6 +89,41 @@ fn write_config(dir: &Path, fpm: &Fpm, member: &Member) -> PathBuf {
     path
 }
 
+/// What a fleet test runs its gateways with: a real PHP-FPM, and a directory for their
+/// configs, snapshot files and usage databases.
+struct Site {
+    fpm: Fpm,
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(workers: u32) -> Site {
+        Site {
+            fpm: start_fpm(FpmConfig::new().workers(workers)),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Writes member `name`'s config: the registry at `registry`, usage shipped to
+    /// `ledger` if given.
+    fn config(&self, name: &str, registry: &str, ledger: Option<&str>) -> PathBuf {
+        write_config(
+            self.dir.path(),
+            &self.fpm,
+            &Member {
+                name,
+                registry: registry.to_owned(),
+                ledger: ledger.map(str::to_owned),
+            },
+        )
+    }
+
+    /// Starts member `name`, reading the registry at `registry`, shipping no usage.
+    async fn member(&self, name: &str, registry: &str) -> Served {
+        start(&self.config(name, registry, None)).await
+    }
+}
+
 async fn start(path: &Path) -> Served {
     let config = Config::load(path).unwrap_or_else(|err| panic!("config: {err}"));
     Served::bind(config).await
@@ -118,6 +153,18 @@ async fn admin(
 
 fn tenant(host: &str, marker: &str) -> serde_json::Value {
     json!({ "hosts": [host], "params": { "MARKER": marker, "DBPASS": "s3cret" } })
+}
+
+/// `PUT /tenants/{name}` of [`tenant`]`(host, marker)` through `gw`, without `If-Match`.
+async fn put_tenant(gw: &Served, name: &str, host: &str, marker: &str) -> Reply {
+    admin(
+        gw,
+        "PUT",
+        &format!("/tenants/{name}"),
+        Some(tenant(host, marker)),
+        None,
+    )
+    .await
 }
 
 /// The `MARKER` param `gw` serves for tenant `name`, if it serves it.
@@ -150,38 +197,12 @@ async fn a_tenant_put_through_one_gateway_is_served_by_the_other_within_250ms_p9
     let Some(pg) = postgres_or_skip("propagation").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(2);
     let conn = pg.conn_string();
-    let a = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: conn.clone(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let b = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "b",
-            registry: conn.clone(),
-            ledger: None,
-        },
-    ))
-    .await;
+    let a = site.member("a", &conn).await;
+    let b = site.member("b", &conn).await;
 
-    let created = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "v0")),
-        None,
-    )
-    .await;
+    let created = put_tenant(&a, "shop", "shop.test", "v0").await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
     let etag = created.header("etag").expect("ETag").to_owned();
     // A answered once it served the commit; B follows on the notification.
@@ -200,14 +221,7 @@ async fn a_tenant_put_through_one_gateway_is_served_by_the_other_within_250ms_p9
     for i in 1..=100 {
         let marker = format!("v{i}");
         let sent = Instant::now();
-        let reply = admin(
-            &a,
-            "PUT",
-            "/tenants/shop",
-            Some(tenant("shop.test", &marker)),
-            None,
-        )
-        .await;
+        let reply = put_tenant(&a, "shop", "shop.test", &marker).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         // From before the commit (the PUT was sent) until B serves it: an upper bound
         // of commit-to-served.
@@ -269,8 +283,7 @@ async fn a_killed_or_blackholed_listen_connection_converges() {
     let Some(pg) = postgres_or_skip("listener outage").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(2);
     // B reaches PostgreSQL over TCP through a relay (to the Unix socket), and names its
     // sessions, so the test can find them.
     let relay = CountingRelay::start(FpmAddress::Unix(pg.socket_path())).unwrap();
@@ -278,34 +291,9 @@ async fn a_killed_or_blackholed_listen_connection_converges() {
         "host=127.0.0.1 port={} user=postgres dbname=postgres application_name=fleet-b",
         relay.addr().port()
     );
-    let a = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: pg.conn_string(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let b = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "b",
-            registry: via_relay,
-            ledger: None,
-        },
-    ))
-    .await;
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "before")),
-        None,
-    )
-    .await;
+    let a = site.member("a", &pg.conn_string()).await;
+    let b = site.member("b", &via_relay).await;
+    let put = put_tenant(&a, "shop", "shop.test", "before").await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
     assert!(
         eventually(SOON, || served_marker(&b, "shop").as_deref()
@@ -332,14 +320,7 @@ async fn a_killed_or_blackholed_listen_connection_converges() {
     })
     .await;
     assert!(noticed, "B did not notice its session was terminated");
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "after-kill")),
-        None,
-    )
-    .await;
+    let put = put_tenant(&a, "shop", "shop.test", "after-kill").await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.text());
     let t0 = Instant::now();
     assert!(
@@ -362,14 +343,7 @@ async fn a_killed_or_blackholed_listen_connection_converges() {
     // 2. B's connection silently blackholed (no RST, no FIN): only the periodic check
     // (1 s here) can tell. The tenant changes meanwhile.
     assert!(relay.blackhole_all() >= 1);
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "after-blackhole")),
-        None,
-    )
-    .await;
+    let put = put_tenant(&a, "shop", "shop.test", "after-blackhole").await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.text());
     let t0 = Instant::now();
     assert!(
@@ -393,36 +367,10 @@ async fn concurrent_edits_get_one_412_and_the_same_new_host_one_409() {
     let Some(pg) = postgres_or_skip("concurrent writers").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
-    let a = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: pg.conn_string(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let b = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "b",
-            registry: pg.conn_string(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "v1")),
-        None,
-    )
-    .await;
+    let site = Site::new(2);
+    let a = site.member("a", &pg.conn_string()).await;
+    let b = site.member("b", &pg.conn_string()).await;
+    let put = put_tenant(&a, "shop", "shop.test", "v1").await;
     assert_eq!(put.status, StatusCode::CREATED);
     let etag = put.header("etag").unwrap().to_owned();
     assert!(eventually(SOON, || served_marker(&b, "shop").is_some()).await);
@@ -507,26 +455,9 @@ async fn an_invalid_registry_never_replaces_the_one_in_service() {
     let Some(pg) = postgres_or_skip("invalid registry").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
-    let a = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: pg.conn_string(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "good")),
-        None,
-    )
-    .await;
+    let site = Site::new(2);
+    let a = site.member("a", &pg.conn_string()).await;
+    let put = put_tenant(&a, "shop", "shop.test", "good").await;
     assert_eq!(put.status, StatusCode::CREATED);
     // The admin API refuses what would not validate, before writing anything.
     let bad = admin(
@@ -595,16 +526,10 @@ async fn postgres_down_under_load_loses_no_request_and_the_ledger_equals_the_cli
     let Some(mut pg) = postgres_or_skip("outage under load").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(4));
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(4);
     let conn = pg.conn_string();
-    let member = |name| Member {
-        name,
-        registry: conn.clone(),
-        ledger: Some(conn.clone()),
-    };
-    let a_path = write_config(dir.path(), &fpm, &member("a"));
-    let b_path = write_config(dir.path(), &fpm, &member("b"));
+    let a_path = site.config("a", &conn, Some(&conn));
+    let b_path = site.config("b", &conn, Some(&conn));
     let a = start(&a_path).await;
     let b = start(&b_path).await;
     for name in ["alpha", "beta"] {
@@ -806,22 +731,16 @@ async fn the_cli_migrates_imports_exports_and_reports_fleet_usage() {
     let Some(pg) = postgres_or_skip("registry CLI").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
-    let member = Member {
-        name: "a",
-        registry: pg.conn_string(),
-        ledger: Some(pg.conn_string()),
-    };
-    let config = write_config(dir.path(), &fpm, &member);
-    let single = dir.path().join("single.toml");
+    let site = Site::new(2);
+    let config = site.config("a", &pg.conn_string(), Some(&pg.conn_string()));
+    let single = site.dir.path().join("single.toml");
     std::fs::write(
         &single,
         "# a single machine's tenants\n[tenants.alpha]\nhosts = [\"alpha.test\"]\nparams = { MARKER = \"imported\", DBPORT = 5432 }\n\n\
          [tenants.beta]\nhosts = [\"beta.test\", \"*.beta.test\"]\nenabled = false\n",
     )
     .unwrap();
-    let clash = dir.path().join("clash.toml");
+    let clash = site.dir.path().join("clash.toml");
     std::fs::write(&clash, "[tenants.gamma]\nhosts = [\"ALPHA.test.\"]\n").unwrap();
     let cli = |f: Box<dyn FnOnce() -> Result<String, gateway::cli::CliError> + Send>| {
         tokio::task::spawn_blocking(f)
@@ -916,17 +835,8 @@ async fn the_tenant_cli_writes_the_fleet_registry_with_versions_and_leaves_the_f
     let Some(pg) = postgres_or_skip("tenant CLI in a fleet").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: pg.conn_string(),
-            ledger: None,
-        },
-    );
+    let site = Site::new(2);
+    let config = site.config("a", &pg.conn_string(), None);
     let file_before = std::fs::read(&config).unwrap();
     let a = start(&config).await;
 
@@ -988,14 +898,7 @@ async fn the_tenant_cli_writes_the_fleet_registry_with_versions_and_leaves_the_f
 
     // Someone changes the tenant through the admin API after the CLI's read: an edit
     // made with the version read is refused, and nothing is written.
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "from-api")),
-        None,
-    )
-    .await;
+    let put = put_tenant(&a, "shop", "shop.test", "from-api").await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.text());
     let current: i64 = put
         .header("etag")
@@ -1239,32 +1142,15 @@ async fn a_shipment_whose_reply_is_lost_after_commit_is_shipped_again_without_do
     let Some(pg) = postgres_or_skip("reply lost after COMMIT").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(2);
     // The shipper reaches the ledger through the cutter; the registry directly.
     let cutter = CommitCutter::start(pg.socket_path()).await;
     let ledger = format!(
         "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
         cutter.addr.port()
     );
-    let a = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: pg.conn_string(),
-            ledger: Some(ledger),
-        },
-    ))
-    .await;
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/alpha",
-        Some(tenant("alpha.test", "alpha")),
-        None,
-    )
-    .await;
+    let a = start(&site.config("a", &pg.conn_string(), Some(&ledger))).await;
+    let put = put_tenant(&a, "alpha", "alpha.test", "alpha").await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
     let mut sent = 0u64;
     let mut conn = Conn::new(a.addr);
