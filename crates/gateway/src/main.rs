@@ -48,7 +48,8 @@ enum Command {
     },
     /// Lists, shows and edits tenants in the config file. Edits keep the file's
     /// comments, refuse anything the gateway would reject, and replace the file
-    /// atomically, so a running gateway reloads the result.
+    /// atomically, so a running gateway reloads the result. With `[registry] postgres`
+    /// they read and write the fleet's registry in PostgreSQL instead.
     Tenants {
         #[command(subcommand)]
         action: TenantsCommand,
@@ -162,6 +163,8 @@ enum TenantsCommand {
         name: String,
         #[command(flatten)]
         file: ConfigFile,
+        #[command(flatten)]
+        version: IfMatch,
     },
     /// Suspends a tenant: its hosts answer 503 with the suspended page.
     Suspend {
@@ -169,6 +172,8 @@ enum TenantsCommand {
         name: String,
         #[command(flatten)]
         file: ConfigFile,
+        #[command(flatten)]
+        version: IfMatch,
     },
     /// Resumes a suspended tenant.
     Resume {
@@ -176,7 +181,19 @@ enum TenantsCommand {
         name: String,
         #[command(flatten)]
         file: ConfigFile,
+        #[command(flatten)]
+        version: IfMatch,
     },
+}
+
+/// `--if-match` of the tenant edits in a fleet.
+#[derive(Debug, Args)]
+struct IfMatch {
+    /// In a fleet: only if the tenant is still at this registry version (the `version:`
+    /// `tenants show` printed); else the change fails and nothing is written. Without
+    /// it, the version read just before the write.
+    #[arg(long = "if-match", value_name = "VERSION")]
+    if_match: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,9 +296,21 @@ fn tenants(action: TenantsCommand) -> Result<String, cli::CliError> {
                 private_root,
             },
         ),
-        TenantsCommand::Remove { name, file } => cli::tenants_remove(&file.config, &name),
-        TenantsCommand::Suspend { name, file } => cli::tenants_suspend(&file.config, &name),
-        TenantsCommand::Resume { name, file } => cli::tenants_resume(&file.config, &name),
+        TenantsCommand::Remove {
+            name,
+            file,
+            version,
+        } => cli::tenants_remove(&file.config, &name, version.if_match),
+        TenantsCommand::Suspend {
+            name,
+            file,
+            version,
+        } => cli::tenants_suspend(&file.config, &name, version.if_match),
+        TenantsCommand::Resume {
+            name,
+            file,
+            version,
+        } => cli::tenants_resume(&file.config, &name, version.if_match),
     }
 }
 

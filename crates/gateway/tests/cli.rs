@@ -509,6 +509,21 @@ fn tenants_suspend_and_resume_flip_enabled() {
     assert!(err.contains("no tenant \"nobody\""), "{err}");
 }
 
+#[test]
+fn if_match_is_refused_for_a_tenant_in_the_file_and_leaves_it() {
+    let scratch = Scratch::new(CONFIG);
+    for action in ["suspend", "remove"] {
+        let err = scratch
+            .run(&["tenants", action, "centro1", "--if-match", "3"])
+            .failed();
+        assert!(
+            err.contains("--if-match names a fleet registry version"),
+            "{err}"
+        );
+    }
+    assert_eq!(scratch.text(), CONFIG);
+}
+
 /// 2024-05-01T00:00:00Z.
 const MAY_1: i64 = 1_714_521_600;
 const DAY: i64 = 86_400;

@@ -89,6 +89,41 @@ fn write_config(dir: &Path, fpm: &Fpm, member: &Member) -> PathBuf {
     path
 }
 
+/// What a fleet test runs its gateways with: a real PHP-FPM, and a directory for their
+/// configs, snapshot files and usage databases.
+struct Site {
+    fpm: Fpm,
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(workers: u32) -> Site {
+        Site {
+            fpm: start_fpm(FpmConfig::new().workers(workers)),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Writes member `name`'s config: the registry at `registry`, usage shipped to
+    /// `ledger` if given.
+    fn config(&self, name: &str, registry: &str, ledger: Option<&str>) -> PathBuf {
+        write_config(
+            self.dir.path(),
+            &self.fpm,
+            &Member {
+                name,
+                registry: registry.to_owned(),
+                ledger: ledger.map(str::to_owned),
+            },
+        )
+    }
+
+    /// Starts member `name`, reading the registry at `registry`, shipping no usage.
+    async fn member(&self, name: &str, registry: &str) -> Served {
+        start(&self.config(name, registry, None)).await
+    }
+}
+
 async fn start(path: &Path) -> Served {
     let config = Config::load(path).unwrap_or_else(|err| panic!("config: {err}"));
     Served::bind(config).await
@@ -118,6 +153,18 @@ async fn admin(
 
 fn tenant(host: &str, marker: &str) -> serde_json::Value {
     json!({ "hosts": [host], "params": { "MARKER": marker, "DBPASS": "s3cret" } })
+}
+
+/// `PUT /tenants/{name}` of [`tenant`]`(host, marker)` through `gw`, without `If-Match`.
+async fn put_tenant(gw: &Served, name: &str, host: &str, marker: &str) -> Reply {
+    admin(
+        gw,
+        "PUT",
+        &format!("/tenants/{name}"),
+        Some(tenant(host, marker)),
+        None,
+    )
+    .await
 }
 
 /// The `MARKER` param `gw` serves for tenant `name`, if it serves it.
@@ -150,38 +197,12 @@ async fn a_tenant_put_through_one_gateway_is_served_by_the_other_within_250ms_p9
     let Some(pg) = postgres_or_skip("propagation").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(2);
     let conn = pg.conn_string();
-    let a = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: conn.clone(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let b = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "b",
-            registry: conn.clone(),
-            ledger: None,
-        },
-    ))
-    .await;
+    let a = site.member("a", &conn).await;
+    let b = site.member("b", &conn).await;
 
-    let created = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "v0")),
-        None,
-    )
-    .await;
+    let created = put_tenant(&a, "shop", "shop.test", "v0").await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
     let etag = created.header("etag").expect("ETag").to_owned();
     // A answered once it served the commit; B follows on the notification.
@@ -200,14 +221,7 @@ async fn a_tenant_put_through_one_gateway_is_served_by_the_other_within_250ms_p9
     for i in 1..=100 {
         let marker = format!("v{i}");
         let sent = Instant::now();
-        let reply = admin(
-            &a,
-            "PUT",
-            "/tenants/shop",
-            Some(tenant("shop.test", &marker)),
-            None,
-        )
-        .await;
+        let reply = put_tenant(&a, "shop", "shop.test", &marker).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         // From before the commit (the PUT was sent) until B serves it: an upper bound
         // of commit-to-served.
@@ -269,8 +283,7 @@ async fn a_killed_or_blackholed_listen_connection_converges() {
     let Some(pg) = postgres_or_skip("listener outage").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(2);
     // B reaches PostgreSQL over TCP through a relay (to the Unix socket), and names its
     // sessions, so the test can find them.
     let relay = CountingRelay::start(FpmAddress::Unix(pg.socket_path())).unwrap();
@@ -278,34 +291,9 @@ async fn a_killed_or_blackholed_listen_connection_converges() {
         "host=127.0.0.1 port={} user=postgres dbname=postgres application_name=fleet-b",
         relay.addr().port()
     );
-    let a = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: pg.conn_string(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let b = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "b",
-            registry: via_relay,
-            ledger: None,
-        },
-    ))
-    .await;
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "before")),
-        None,
-    )
-    .await;
+    let a = site.member("a", &pg.conn_string()).await;
+    let b = site.member("b", &via_relay).await;
+    let put = put_tenant(&a, "shop", "shop.test", "before").await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
     assert!(
         eventually(SOON, || served_marker(&b, "shop").as_deref()
@@ -332,14 +320,7 @@ async fn a_killed_or_blackholed_listen_connection_converges() {
     })
     .await;
     assert!(noticed, "B did not notice its session was terminated");
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "after-kill")),
-        None,
-    )
-    .await;
+    let put = put_tenant(&a, "shop", "shop.test", "after-kill").await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.text());
     let t0 = Instant::now();
     assert!(
@@ -362,14 +343,7 @@ async fn a_killed_or_blackholed_listen_connection_converges() {
     // 2. B's connection silently blackholed (no RST, no FIN): only the periodic check
     // (1 s here) can tell. The tenant changes meanwhile.
     assert!(relay.blackhole_all() >= 1);
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "after-blackhole")),
-        None,
-    )
-    .await;
+    let put = put_tenant(&a, "shop", "shop.test", "after-blackhole").await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.text());
     let t0 = Instant::now();
     assert!(
@@ -393,36 +367,10 @@ async fn concurrent_edits_get_one_412_and_the_same_new_host_one_409() {
     let Some(pg) = postgres_or_skip("concurrent writers").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
-    let a = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: pg.conn_string(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let b = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "b",
-            registry: pg.conn_string(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "v1")),
-        None,
-    )
-    .await;
+    let site = Site::new(2);
+    let a = site.member("a", &pg.conn_string()).await;
+    let b = site.member("b", &pg.conn_string()).await;
+    let put = put_tenant(&a, "shop", "shop.test", "v1").await;
     assert_eq!(put.status, StatusCode::CREATED);
     let etag = put.header("etag").unwrap().to_owned();
     assert!(eventually(SOON, || served_marker(&b, "shop").is_some()).await);
@@ -507,26 +455,9 @@ async fn an_invalid_registry_never_replaces_the_one_in_service() {
     let Some(pg) = postgres_or_skip("invalid registry").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
-    let a = start(&write_config(
-        dir.path(),
-        &fpm,
-        &Member {
-            name: "a",
-            registry: pg.conn_string(),
-            ledger: None,
-        },
-    ))
-    .await;
-    let put = admin(
-        &a,
-        "PUT",
-        "/tenants/shop",
-        Some(tenant("shop.test", "good")),
-        None,
-    )
-    .await;
+    let site = Site::new(2);
+    let a = site.member("a", &pg.conn_string()).await;
+    let put = put_tenant(&a, "shop", "shop.test", "good").await;
     assert_eq!(put.status, StatusCode::CREATED);
     // The admin API refuses what would not validate, before writing anything.
     let bad = admin(
@@ -595,16 +526,10 @@ async fn postgres_down_under_load_loses_no_request_and_the_ledger_equals_the_cli
     let Some(mut pg) = postgres_or_skip("outage under load").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(4));
-    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(4);
     let conn = pg.conn_string();
-    let member = |name| Member {
-        name,
-        registry: conn.clone(),
-        ledger: Some(conn.clone()),
-    };
-    let a_path = write_config(dir.path(), &fpm, &member("a"));
-    let b_path = write_config(dir.path(), &fpm, &member("b"));
+    let a_path = site.config("a", &conn, Some(&conn));
+    let b_path = site.config("b", &conn, Some(&conn));
     let a = start(&a_path).await;
     let b = start(&b_path).await;
     for name in ["alpha", "beta"] {
@@ -806,22 +731,16 @@ async fn the_cli_migrates_imports_exports_and_reports_fleet_usage() {
     let Some(pg) = postgres_or_skip("registry CLI").await else {
         return;
     };
-    let fpm = start_fpm(FpmConfig::new().workers(2));
-    let dir = tempfile::tempdir().unwrap();
-    let member = Member {
-        name: "a",
-        registry: pg.conn_string(),
-        ledger: Some(pg.conn_string()),
-    };
-    let config = write_config(dir.path(), &fpm, &member);
-    let single = dir.path().join("single.toml");
+    let site = Site::new(2);
+    let config = site.config("a", &pg.conn_string(), Some(&pg.conn_string()));
+    let single = site.dir.path().join("single.toml");
     std::fs::write(
         &single,
         "# a single machine's tenants\n[tenants.alpha]\nhosts = [\"alpha.test\"]\nparams = { MARKER = \"imported\", DBPORT = 5432 }\n\n\
          [tenants.beta]\nhosts = [\"beta.test\", \"*.beta.test\"]\nenabled = false\n",
     )
     .unwrap();
-    let clash = dir.path().join("clash.toml");
+    let clash = site.dir.path().join("clash.toml");
     std::fs::write(&clash, "[tenants.gamma]\nhosts = [\"ALPHA.test.\"]\n").unwrap();
     let cli = |f: Box<dyn FnOnce() -> Result<String, gateway::cli::CliError> + Send>| {
         tokio::task::spawn_blocking(f)
@@ -899,4 +818,400 @@ async fn the_cli_migrates_imports_exports_and_reports_fleet_usage() {
         .find(|r| r["tenant"] == "alpha")
         .unwrap();
     assert_eq!(alpha["requests"], 4, "{report}");
+}
+
+/// Runs a CLI command (synchronous: it starts a runtime of its own) off the test's.
+async fn run_cli<F>(command: F) -> Result<String, gateway::cli::CliError>
+where
+    F: FnOnce() -> Result<String, gateway::cli::CliError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(command)
+        .await
+        .expect("CLI task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_cli_writes_the_fleet_registry_with_versions_and_leaves_the_file() {
+    let Some(pg) = postgres_or_skip("tenant CLI in a fleet").await else {
+        return;
+    };
+    let site = Site::new(2);
+    let config = site.config("a", &pg.conn_string(), None);
+    let file_before = std::fs::read(&config).unwrap();
+    let a = start(&config).await;
+
+    // `tenants add` creates the tenant in PostgreSQL; the running gateway serves it.
+    let path = config.clone();
+    let added = run_cli(move || {
+        gateway::cli::tenants_add(
+            &path,
+            "shop",
+            vec!["Shop.test".to_owned()],
+            vec![
+                ("MARKER".to_owned(), "from-cli".to_owned()),
+                ("DBPASS".to_owned(), "s3cret".to_owned()),
+            ],
+            true,
+            None,
+            gateway::cli::Placement::default(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        added.starts_with("added tenant \"shop\" (shop.test, 2 params, enabled) to the fleet registry as version "),
+        "{added}"
+    );
+    assert!(!added.contains("s3cret"), "{added}");
+    assert!(
+        eventually(SOON, || served_marker(&a, "shop").as_deref()
+            == Some("from-cli"))
+        .await,
+        "the gateway never served the tenant the CLI added"
+    );
+    assert_eq!(php_marker(a.addr, "shop.test").await, "from-cli");
+
+    // `list` and `show` read the registry; `show` prints the version to edit from.
+    let path = config.clone();
+    let listed = run_cli(move || gateway::cli::tenants_list(&path, false))
+        .await
+        .unwrap();
+    assert!(
+        listed.contains("shop") && listed.contains("shop.test"),
+        "{listed}"
+    );
+    let path = config.clone();
+    let shown = run_cli(move || gateway::cli::tenants_show(&path, "shop", true))
+        .await
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["params"]["DBPASS"], "***");
+    let read_version = shown["version"].as_i64().expect("a version in a fleet");
+    let path = config.clone();
+    let text = run_cli(move || gateway::cli::tenants_show(&path, "shop", false))
+        .await
+        .unwrap();
+    assert!(
+        text.contains(&format!("version:         {read_version} ")),
+        "{text}"
+    );
+
+    // Someone changes the tenant through the admin API after the CLI's read: an edit
+    // made with the version read is refused, and nothing is written.
+    let put = put_tenant(&a, "shop", "shop.test", "from-api").await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text());
+    let current: i64 = put
+        .header("etag")
+        .unwrap()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    assert!(current > read_version);
+    let path = config.clone();
+    let err = run_cli(move || gateway::cli::tenants_suspend(&path, "shop", Some(read_version)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            gateway::cli::CliError::FleetWrite(gateway::fleet::WriteError::Precondition { .. })
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("is at version {current}, not {read_version}"))
+            && message.contains("someone else changed it"),
+        "{message}"
+    );
+    let store = gateway::fleet::Store::new(&pg.conn_string()).unwrap();
+    assert_eq!(store.version_of("shop").await.unwrap(), Some(current));
+    let path = config.clone();
+    let err = run_cli(move || gateway::cli::tenants_remove(&path, "shop", Some(read_version)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("someone else changed it"), "{err}");
+    assert_eq!(store.version_of("shop").await.unwrap(), Some(current));
+    assert_eq!(php_marker(a.addr, "shop.test").await, "from-api");
+
+    // With the current version (or none: the version read just before), it goes in.
+    let path = config.clone();
+    let suspended = run_cli(move || gateway::cli::tenants_suspend(&path, "shop", Some(current)))
+        .await
+        .unwrap();
+    assert!(
+        suspended.starts_with("suspended tenant \"shop\" in the fleet registry"),
+        "{suspended}"
+    );
+    assert!(
+        until(SOON, async || {
+            Conn::new(a.addr)
+                .get("shop.test", "/hello.php")
+                .await
+                .unwrap()
+                .status
+                == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await,
+        "the gateway did not serve the suspension"
+    );
+    let path = config.clone();
+    let resumed = run_cli(move || gateway::cli::tenants_resume(&path, "shop", None))
+        .await
+        .unwrap();
+    assert!(resumed.starts_with("resumed tenant \"shop\""), "{resumed}");
+
+    // A host another tenant has: refused by the database, naming the host and its owner.
+    let path = config.clone();
+    let err = run_cli(move || {
+        gateway::cli::tenants_add(
+            &path,
+            "thief",
+            vec!["SHOP.test.".to_owned()],
+            vec![],
+            true,
+            None,
+            gateway::cli::Placement::default(),
+        )
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            gateway::cli::CliError::FleetWrite(gateway::fleet::WriteError::HostTaken { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "host \"shop.test\" already belongs to tenant \"shop\""
+    );
+    assert_eq!(store.version_of("thief").await.unwrap(), None);
+    // An unknown upstream is refused before anything is written.
+    let path = config.clone();
+    let err = run_cli(move || {
+        gateway::cli::tenants_add(
+            &path,
+            "other",
+            vec!["other.test".to_owned()],
+            vec![],
+            true,
+            None,
+            gateway::cli::Placement {
+                upstream: Some("nowhere".to_owned()),
+                private_root: None,
+            },
+        )
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("nowhere"), "{err}");
+    assert_eq!(store.version_of("other").await.unwrap(), None);
+
+    let path = config.clone();
+    let removed = run_cli(move || gateway::cli::tenants_remove(&path, "shop", None))
+        .await
+        .unwrap();
+    assert!(
+        removed.starts_with("removed tenant \"shop\" from the fleet registry"),
+        "{removed}"
+    );
+    assert!(eventually(SOON, || served_marker(&a, "shop").is_none()).await);
+    let path = config.clone();
+    let err = run_cli(move || gateway::cli::tenants_resume(&path, "shop", None))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no tenant \"shop\""), "{err}");
+
+    // In a fleet the file is never written.
+    assert_eq!(std::fs::read(&config).unwrap(), file_before);
+}
+
+/// A TCP relay to PostgreSQL's Unix socket that reads the server's replies message by
+/// message and, once armed, cuts the connection (both ways) in place of forwarding the
+/// `CommandComplete` of the next `COMMIT`: the transaction is committed, and the client
+/// never learns it (a reply lost after COMMIT).
+struct CommitCutter {
+    addr: SocketAddr,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    /// Connections accepted.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// `COMMIT` replies forwarded, and cut.
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+    cuts: Arc<std::sync::atomic::AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CommitCutter {
+    async fn start(socket: PathBuf) -> CommitCutter {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let commits = Arc::new(AtomicUsize::new(0));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (a, n, c, x) = (
+            armed.clone(),
+            connections.clone(),
+            commits.clone(),
+            cuts.clone(),
+        );
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                n.fetch_add(1, SeqCst);
+                let (socket, armed, commits, cuts) =
+                    (socket.clone(), a.clone(), c.clone(), x.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                        let _ = to_server.shutdown().await;
+                    });
+                    // Server messages: a type byte, then a length that counts itself.
+                    loop {
+                        let mut header = [0u8; 5];
+                        if from_server.read_exact(&mut header).await.is_err() {
+                            break;
+                        }
+                        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+                        let mut body = vec![0u8; (len as usize).saturating_sub(4)];
+                        if from_server.read_exact(&mut body).await.is_err() {
+                            break;
+                        }
+                        if header[0] == b'C' && body.starts_with(b"COMMIT\0") {
+                            if armed.swap(false, SeqCst) {
+                                cuts.fetch_add(1, SeqCst);
+                                break;
+                            }
+                            commits.fetch_add(1, SeqCst);
+                        }
+                        if to_client.write_all(&header).await.is_err()
+                            || to_client.write_all(&body).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    // Both sockets closed: the client sees the connection end, and
+                    // PostgreSQL ends the session (and its advisory lock).
+                    up.abort();
+                    let _ = up.await;
+                });
+            }
+        });
+        CommitCutter {
+            addr,
+            armed,
+            connections,
+            commits,
+            cuts,
+            accept,
+        }
+    }
+
+    fn count(counter: &std::sync::atomic::AtomicUsize) -> usize {
+        counter.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CommitCutter {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// The ledger's totals for `tenant` (all gateways, all hours), read directly.
+async fn ledger_of(pg: &Postgres, tenant: &str) -> TenantUsage {
+    let (client, _notes) = gateway::fleet::connect(&pg.conn_string()).await.unwrap();
+    gateway::fleet::ship::report(&client, Some(tenant), None)
+        .await
+        .unwrap()
+        .first()
+        .map(|row| row.usage)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shipment_whose_reply_is_lost_after_commit_is_shipped_again_without_double_counting() {
+    let Some(pg) = postgres_or_skip("reply lost after COMMIT").await else {
+        return;
+    };
+    let site = Site::new(2);
+    // The shipper reaches the ledger through the cutter; the registry directly.
+    let cutter = CommitCutter::start(pg.socket_path()).await;
+    let ledger = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
+        cutter.addr.port()
+    );
+    let a = start(&site.config("a", &pg.conn_string(), Some(&ledger))).await;
+    let put = put_tenant(&a, "alpha", "alpha.test", "alpha").await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+    let mut sent = 0u64;
+    let mut conn = Conn::new(a.addr);
+    let mut send = async |n: u64, sent: &mut u64| {
+        for _ in 0..n {
+            let reply = conn.get("alpha.test", "/hello.php").await.unwrap();
+            assert_eq!(reply.status, StatusCode::OK);
+            *sent += 1;
+        }
+    };
+
+    // Shipped normally first.
+    send(5, &mut sent).await;
+    assert!(
+        until(SOON, async || ledger_of(&pg, "alpha").await.requests == 5).await,
+        "the first requests were not shipped"
+    );
+    let before_cut = CommitCutter::count(&cutter.connections);
+
+    // The next shipment's COMMIT goes through, its reply does not.
+    cutter
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    send(7, &mut sent).await;
+    assert!(
+        eventually(SOON, || CommitCutter::count(&cutter.cuts) == 1).await,
+        "no shipment was cut"
+    );
+    // Committed all the same: the ledger has more than before.
+    let committed = ledger_of(&pg, "alpha").await;
+    assert!(committed.requests > 5, "{committed:?}");
+    let commits_at_cut = CommitCutter::count(&cutter.commits);
+
+    // The shipper reconnects and ships again what it could not know was committed.
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            CommitCutter::count(&cutter.connections) > before_cut
+                && CommitCutter::count(&cutter.commits) > commits_at_cut
+        })
+        .await,
+        "the shipper did not reconnect and ship again"
+    );
+    assert!(
+        until(SOON, async || ledger_of(&pg, "alpha").await.requests
+            == sent)
+        .await,
+        "the ledger never reached the {sent} requests sent"
+    );
+    // Rounds go on; the totals stay exact.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    a.stopped(Duration::from_secs(20)).await;
+    let got = ledger_of(&pg, "alpha").await;
+    assert_eq!(
+        (got.requests, got.bytes_out, got.status_2xx),
+        (sent, sent * 13, sent),
+        "ledger vs client after a lost COMMIT reply: {got:?}"
+    );
+    eprintln!(
+        "reply lost after COMMIT: {} connections, {} COMMITs forwarded, 1 cut; ledger {} requests = {sent} sent",
+        CommitCutter::count(&cutter.connections),
+        CommitCutter::count(&cutter.commits),
+        got.requests
+    );
 }

@@ -32,7 +32,8 @@ pub struct Placement {
 }
 
 /// `tenants add`: adds a new tenant; fails if the name is taken or the result would be
-/// an invalid config (duplicate host, reserved param name, unknown upstream, ...).
+/// an invalid config (duplicate host, reserved param name, unknown upstream, ...). In a
+/// fleet (`[registry] postgres`) the tenant is created in the registry, not the file.
 pub fn tenants_add(
     path: &Path,
     name: &str,
@@ -50,20 +51,24 @@ pub fn tenants_add(
             });
         }
     }
+    let settings = TenantSettings {
+        hosts,
+        params: params.into_iter().collect(),
+        enabled,
+        max_concurrency,
+        request_buffering: None,
+        tls: None,
+        compression: None,
+        private_root: placement.private_root,
+        upstream: placement.upstream,
+        cache: None,
+    };
+    if let Some(conn) = super::fleet_tenants::registry_conn(path) {
+        return super::fleet_tenants::add(path, &conn, name, settings);
+    }
     let put = PutTenant {
         name: name.to_owned(),
-        settings: TenantSettings {
-            hosts,
-            params: params.into_iter().collect(),
-            enabled,
-            max_concurrency,
-            request_buffering: None,
-            tls: None,
-            compression: None,
-            private_root: placement.private_root,
-            upstream: placement.upstream,
-            cache: None,
-        },
+        settings,
     };
     let ((), config) = tenant_ops::edit(path, |doc| {
         put.apply(doc, PutMode::CreateOnly).map(|_created| ())

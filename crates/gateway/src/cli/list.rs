@@ -1,4 +1,5 @@
-//! `gateway tenants list`: every tenant with its state, hosts and number of params.
+//! `gateway tenants list`: every tenant with its state, hosts and number of params (in a
+//! fleet, those of the registry in PostgreSQL).
 
 use std::path::Path;
 
@@ -33,16 +34,26 @@ impl<'a> From<&'a TenantView<'a>> for TenantSummary<'a> {
     }
 }
 
-/// `tenants list`: every tenant with its state, hosts and number of params.
+/// `tenants list`: every tenant with its state, hosts and number of params; in a fleet
+/// (`[registry] postgres`), the registry's.
 pub fn tenants_list(path: &Path, json: bool) -> Result<String, CliError> {
+    if let Some(conn) = super::fleet_tenants::registry_conn(path) {
+        let (config, _) = super::fleet_tenants::load(path, &conn)?;
+        return render(&config, json, "the fleet registry");
+    }
     let config = Config::load(path)?;
-    let tenants = tenant_ops::list(&config);
+    render(&config, json, &path.display().to_string())
+}
+
+/// The list of `config`'s tenants; `source` names where they come from.
+fn render(config: &Config, json: bool, source: &str) -> Result<String, CliError> {
+    let tenants = tenant_ops::list(config);
     if json {
         let summaries: Vec<TenantSummary<'_>> = tenants.iter().map(TenantSummary::from).collect();
         return to_json(&summaries);
     }
     if tenants.is_empty() {
-        return Ok(format!("no tenants in {}\n", path.display()));
+        return Ok(format!("no tenants in {source}\n"));
     }
     let rows = tenants
         .iter()

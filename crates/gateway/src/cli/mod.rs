@@ -12,13 +12,15 @@
 //! [`tenants_show`] (`show.rs`), [`tenants_add`] (`add.rs`), [`tenants_remove`],
 //! [`tenants_suspend`] and [`tenants_resume`] (`edit.rs`), [`usage_report`] (`usage.rs`,
 //! with `since.rs` for `--since`); `registry.rs`: `registry migrate|import|export` and
-//! the fleet side of `usage`; `table.rs` lays out text tables. [`cache_purge`]
+//! the fleet side of `usage`; `fleet_tenants.rs`: the tenant commands in a fleet (they
+//! read and write the registry in PostgreSQL, not the file); `table.rs` lays out text tables. [`cache_purge`]
 //! (`cache.rs`) asks the running gateway's admin API.
 
 mod add;
 mod cache;
 mod check;
 mod edit;
+mod fleet_tenants;
 mod list;
 mod registry;
 mod show;
@@ -122,6 +124,12 @@ pub enum CliError {
         path: PathBuf,
         /// What is wrong (names keys, never values).
         reason: String,
+    },
+    /// `--if-match` given for a tenant in the config file (it names a registry version).
+    #[error("{}: --if-match names a fleet registry version; this file has no [registry] postgres", path.display())]
+    IfMatchWithoutRegistry {
+        /// The config file.
+        path: PathBuf,
     },
     /// The async runtime for a fleet command could not start.
     #[error("cannot start the async runtime: {0}")]

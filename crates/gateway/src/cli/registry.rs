@@ -14,7 +14,9 @@ use crate::usage_store::UsageRow;
 
 /// The fleet CLI commands run on a runtime of their own: the rest of the CLI is
 /// synchronous.
-fn block_on<T>(fut: impl std::future::Future<Output = Result<T, CliError>>) -> Result<T, CliError> {
+pub(super) fn block_on<T>(
+    fut: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

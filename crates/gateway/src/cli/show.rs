@@ -1,4 +1,5 @@
-//! `gateway tenants show NAME`: one tenant's settings, secret param values masked.
+//! `gateway tenants show NAME`: one tenant's settings, secret param values masked (in a
+//! fleet, from the registry in PostgreSQL, with the version `--if-match` takes).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +15,9 @@ use crate::tenant_ops::{self, TenantView};
 #[derive(Serialize)]
 struct Shown<'a> {
     state: &'static str,
+    /// In a fleet: the registry version that last wrote it (for `--if-match`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<i64>,
     #[serde(flatten)]
     tenant: &'a TenantView<'a>,
     /// `[defaults.params]` the tenant inherits (those it does not override).
@@ -21,13 +25,30 @@ struct Shown<'a> {
 }
 
 /// `tenants show NAME`: one tenant's settings, with secret param values masked.
+/// In a fleet (`[registry] postgres`), the registry's tenant, with its version.
 pub fn tenants_show(path: &Path, name: &str, json: bool) -> Result<String, CliError> {
+    if let Some(conn) = super::fleet_tenants::registry_conn(path) {
+        let (config, view) = super::fleet_tenants::load(path, &conn)?;
+        let version = view.tenants.get(name).map(|t| t.version);
+        return render(&config, name, json, version);
+    }
     let config = Config::load(path)?;
-    let detail = tenant_ops::show(&config, name)?;
+    render(&config, name, json, None)
+}
+
+/// One tenant of `config`; `version`: its registry version, in a fleet.
+fn render(
+    config: &Config,
+    name: &str,
+    json: bool,
+    version: Option<i64>,
+) -> Result<String, CliError> {
+    let detail = tenant_ops::show(config, name)?;
     let (tenant, inherited) = (&detail.tenant, &detail.default_params);
     if json {
         return to_json(&Shown {
             state: tenant.state(),
+            version,
             tenant,
             default_params: inherited,
         });
@@ -36,6 +57,9 @@ pub fn tenants_show(path: &Path, name: &str, json: bool) -> Result<String, CliEr
     let mut out = String::new();
     let _ = writeln!(out, "name:            {name}");
     let _ = writeln!(out, "state:           {}", tenant.state());
+    if let Some(version) = version {
+        let _ = writeln!(out, "version:         {version}   (for --if-match)");
+    }
     let _ = writeln!(out, "hosts:           {}", tenant.hosts.join(", "));
     let limit = tenant.max_concurrency.map_or_else(
         || "none (shares the whole pool)".to_owned(),

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
+};
 use tokio_postgres::error::SqlState;
 
 use super::{pg_config, FleetError};
@@ -59,6 +61,14 @@ pub struct Written {
     pub created: bool,
 }
 
+/// What a write transaction's body decided.
+enum Outcome<T> {
+    /// Commit, then return this.
+    Written(T),
+    /// Nothing to write: roll back (the version bump too), then return this.
+    Unchanged(T),
+}
+
 /// The writers' connection pool.
 pub struct Store {
     pool: Pool,
@@ -98,6 +108,31 @@ impl Store {
             .map_err(|err| FleetError::Pool(err.to_string()))
     }
 
+    /// Runs `body` in one write transaction, after bumping the registry version (passed
+    /// to it: the version this write commits as); commits unless `body` fails or says
+    /// [`Outcome::Unchanged`] (then dropping the transaction rolls the bump back).
+    /// `begin` and `commit` name the steps in errors.
+    async fn write<T>(
+        &self,
+        begin: &'static str,
+        commit: &'static str,
+        body: impl AsyncFnOnce(&Transaction<'_>, i64) -> Result<Outcome<T>, WriteError>,
+    ) -> Result<T, WriteError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(FleetError::query(begin))?;
+        let version = bump(&tx).await?;
+        match body(&tx, version).await? {
+            Outcome::Unchanged(value) => Ok(value),
+            Outcome::Written(value) => {
+                tx.commit().await.map_err(FleetError::query(commit))?;
+                Ok(value)
+            }
+        }
+    }
+
     /// Creates or replaces tenant `name` with `spec` (validated by the caller) serving
     /// `hosts` (normalised). `if_match`: only if the tenant is at that version;
     /// `create_only`: only if it does not exist.
@@ -109,86 +144,67 @@ impl Store {
         if_match: Option<i64>,
         create_only: bool,
     ) -> Result<Written, WriteError> {
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(FleetError::query("starting a write"))?;
-        let version = bump(&tx).await?;
-        let current = live_version(&tx, name).await?;
-        check_precondition(name, if_match, current)?;
-        if create_only && current.is_some() {
-            return Err(WriteError::Exists(name.to_owned()));
-        }
-        let taken = tx
-            .query_opt(
-                "SELECT host, tenant FROM tenant_hosts WHERE host = ANY($1) AND tenant <> $2 LIMIT 1",
-                &[&hosts, &name],
-            )
-            .await
-            .map_err(FleetError::query("checking hosts"))?;
-        if let Some(row) = taken {
-            return Err(WriteError::HostTaken {
-                host: row.get(0),
-                owner: row.get(1),
-            });
-        }
-        let spec_text = spec.to_string();
-        tx.execute(
-            "INSERT INTO tenants (name, spec, version, deleted) VALUES ($1, $2::text::jsonb, $3, FALSE) \
-             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, version = excluded.version, \
-             deleted = FALSE, updated_at = now()",
-            &[&name, &spec_text, &version],
+        self.write(
+            "starting a write",
+            "committing the tenant",
+            async |tx: &Transaction<'_>, version| {
+                let current = live_version(tx, name).await?;
+                check_precondition(name, if_match, current)?;
+                if create_only && current.is_some() {
+                    return Err(WriteError::Exists(name.to_owned()));
+                }
+                let taken = tx
+                    .query_opt(
+                        "SELECT host, tenant FROM tenant_hosts WHERE host = ANY($1) AND tenant <> $2 LIMIT 1",
+                        &[&hosts, &name],
+                    )
+                    .await
+                    .map_err(FleetError::query("checking hosts"))?;
+                if let Some(row) = taken {
+                    return Err(WriteError::HostTaken {
+                        host: row.get(0),
+                        owner: row.get(1),
+                    });
+                }
+                upsert_tenant(tx, name, spec, version, "writing the tenant").await?;
+                tx.execute("DELETE FROM tenant_hosts WHERE tenant = $1", &[&name])
+                    .await
+                    .map_err(FleetError::query("writing hosts"))?;
+                insert_hosts(tx, name, hosts).await?;
+                Ok(Outcome::Written(Written {
+                    version,
+                    created: current.is_none(),
+                }))
+            },
         )
         .await
-        .map_err(FleetError::query("writing the tenant"))?;
-        tx.execute("DELETE FROM tenant_hosts WHERE tenant = $1", &[&name])
-            .await
-            .map_err(FleetError::query("writing hosts"))?;
-        for host in hosts {
-            tx.execute(
-                "INSERT INTO tenant_hosts (host, tenant) VALUES ($1, $2)",
-                &[host, &name],
-            )
-            .await
-            .map_err(|err| host_error(err, host))?;
-        }
-        tx.commit()
-            .await
-            .map_err(FleetError::query("committing the tenant"))?;
-        Ok(Written {
-            version,
-            created: current.is_none(),
-        })
     }
 
     /// Deletes tenant `name` (a tombstone, so listeners see it go); `if_match` as in
     /// [`put`](Self::put). Returns the version it committed as.
     pub async fn delete(&self, name: &str, if_match: Option<i64>) -> Result<i64, WriteError> {
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(FleetError::query("starting a write"))?;
-        let version = bump(&tx).await?;
-        let current = live_version(&tx, name).await?;
-        check_precondition(name, if_match, current)?;
-        if current.is_none() {
-            return Err(WriteError::UnknownTenant(name.to_owned()));
-        }
-        tx.execute("DELETE FROM tenant_hosts WHERE tenant = $1", &[&name])
-            .await
-            .map_err(FleetError::query("deleting hosts"))?;
-        tx.execute(
-            "UPDATE tenants SET deleted = TRUE, version = $2, updated_at = now() WHERE name = $1",
-            &[&name, &version],
+        self.write(
+            "starting a write",
+            "committing the delete",
+            async |tx: &Transaction<'_>, version| {
+                let current = live_version(tx, name).await?;
+                check_precondition(name, if_match, current)?;
+                if current.is_none() {
+                    return Err(WriteError::UnknownTenant(name.to_owned()));
+                }
+                tx.execute("DELETE FROM tenant_hosts WHERE tenant = $1", &[&name])
+                    .await
+                    .map_err(FleetError::query("deleting hosts"))?;
+                tx.execute(
+                    "UPDATE tenants SET deleted = TRUE, version = $2, updated_at = now() WHERE name = $1",
+                    &[&name, &version],
+                )
+                .await
+                .map_err(FleetError::query("deleting the tenant"))?;
+                Ok(Outcome::Written(version))
+            },
         )
         .await
-        .map_err(FleetError::query("deleting the tenant"))?;
-        tx.commit()
-            .await
-            .map_err(FleetError::query("committing the delete"))?;
-        Ok(version)
     }
 
     /// Sets tenant `name`'s `enabled`; returns the version it committed as, or `None`
@@ -199,40 +215,37 @@ impl Store {
         enabled: bool,
         if_match: Option<i64>,
     ) -> Result<Option<i64>, WriteError> {
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(FleetError::query("starting a write"))?;
-        let version = bump(&tx).await?;
-        let row = tx
-            .query_opt(
-                "SELECT version, (spec->>'enabled')::boolean FROM tenants WHERE name = $1 AND NOT deleted",
-                &[&name],
-            )
-            .await
-            .map_err(FleetError::query("reading the tenant"))?;
-        let current = row.as_ref().map(|row| row.get::<_, i64>(0));
-        check_precondition(name, if_match, current)?;
-        let Some(row) = row else {
-            return Err(WriteError::UnknownTenant(name.to_owned()));
-        };
-        let was: Option<bool> = row.get(1);
-        if was.unwrap_or(true) == enabled {
-            // Dropping the transaction rolls the version bump back.
-            return Ok(None);
-        }
-        tx.execute(
-            "UPDATE tenants SET spec = jsonb_set(spec, '{enabled}', to_jsonb($2::boolean)), \
-             version = $3, updated_at = now() WHERE name = $1",
-            &[&name, &enabled, &version],
+        self.write(
+            "starting a write",
+            "committing the tenant",
+            async |tx: &Transaction<'_>, version| {
+                let row = tx
+                    .query_opt(
+                        "SELECT version, (spec->>'enabled')::boolean FROM tenants WHERE name = $1 AND NOT deleted",
+                        &[&name],
+                    )
+                    .await
+                    .map_err(FleetError::query("reading the tenant"))?;
+                let current = row.as_ref().map(|row| row.get::<_, i64>(0));
+                check_precondition(name, if_match, current)?;
+                let Some(row) = row else {
+                    return Err(WriteError::UnknownTenant(name.to_owned()));
+                };
+                let was: Option<bool> = row.get(1);
+                if was.unwrap_or(true) == enabled {
+                    return Ok(Outcome::Unchanged(None));
+                }
+                tx.execute(
+                    "UPDATE tenants SET spec = jsonb_set(spec, '{enabled}', to_jsonb($2::boolean)), \
+                     version = $3, updated_at = now() WHERE name = $1",
+                    &[&name, &enabled, &version],
+                )
+                .await
+                .map_err(FleetError::query("writing the tenant"))?;
+                Ok(Outcome::Written(Some(version)))
+            },
         )
         .await
-        .map_err(FleetError::query("writing the tenant"))?;
-        tx.commit()
-            .await
-            .map_err(FleetError::query("committing the tenant"))?;
-        Ok(Some(version))
     }
 
     /// Writes every tenant of `tenants` (name → spec and normalised hosts) in one
@@ -242,39 +255,22 @@ impl Store {
         &self,
         tenants: &BTreeMap<String, (serde_json::Value, Vec<String>)>,
     ) -> Result<i64, WriteError> {
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(FleetError::query("starting the import"))?;
-        let version = bump(&tx).await?;
-        let names: Vec<&String> = tenants.keys().collect();
-        tx.execute("DELETE FROM tenant_hosts WHERE tenant = ANY($1)", &[&names])
-            .await
-            .map_err(FleetError::query("replacing hosts"))?;
-        for (name, (spec, hosts)) in tenants {
-            let spec_text = spec.to_string();
-            tx.execute(
-                "INSERT INTO tenants (name, spec, version, deleted) VALUES ($1, $2::text::jsonb, $3, FALSE) \
-                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, version = excluded.version, \
-                 deleted = FALSE, updated_at = now()",
-                &[name, &spec_text, &version],
-            )
-            .await
-            .map_err(FleetError::query("writing a tenant"))?;
-            for host in hosts {
-                tx.execute(
-                    "INSERT INTO tenant_hosts (host, tenant) VALUES ($1, $2)",
-                    &[host, name],
-                )
-                .await
-                .map_err(|err| host_error(err, host))?;
-            }
-        }
-        tx.commit()
-            .await
-            .map_err(FleetError::query("committing the import"))?;
-        Ok(version)
+        self.write(
+            "starting the import",
+            "committing the import",
+            async |tx: &Transaction<'_>, version| {
+                let names: Vec<&String> = tenants.keys().collect();
+                tx.execute("DELETE FROM tenant_hosts WHERE tenant = ANY($1)", &[&names])
+                    .await
+                    .map_err(FleetError::query("replacing hosts"))?;
+                for (name, (spec, hosts)) in tenants {
+                    upsert_tenant(tx, name, spec, version, "writing a tenant").await?;
+                    insert_hosts(tx, name, hosts).await?;
+                }
+                Ok(Outcome::Written(version))
+            },
+        )
+        .await
     }
 
     /// The live tenants' specs and the registry version (`gateway registry export`).
@@ -290,6 +286,14 @@ impl Store {
         ))
     }
 
+    /// Tenant `name`'s version now (its `ETag`), `None` when it does not exist: what a
+    /// writer without `If-Match` writes against, so a change committed between this
+    /// read and its write is a conflict, not an overwrite.
+    pub async fn version_of(&self, name: &str) -> Result<Option<i64>, FleetError> {
+        let client = self.client().await?;
+        live_version(&client, name).await
+    }
+
     /// A connection from the pool, for reports (`GET /usage` in a fleet).
     pub async fn reader(&self) -> Result<deadpool_postgres::Object, FleetError> {
         self.client().await
@@ -297,7 +301,7 @@ impl Store {
 }
 
 /// Bumps the registry version; first in every write, so its row lock orders them.
-async fn bump(tx: &deadpool_postgres::Transaction<'_>) -> Result<i64, FleetError> {
+async fn bump(tx: &Transaction<'_>) -> Result<i64, FleetError> {
     Ok(tx
         .query_one(
             "UPDATE registry_version SET version = version + 1 RETURNING version",
@@ -309,11 +313,8 @@ async fn bump(tx: &deadpool_postgres::Transaction<'_>) -> Result<i64, FleetError
 }
 
 /// The tenant's version, `None` when it does not exist (or is deleted).
-async fn live_version(
-    tx: &deadpool_postgres::Transaction<'_>,
-    name: &str,
-) -> Result<Option<i64>, FleetError> {
-    Ok(tx
+async fn live_version(client: &impl GenericClient, name: &str) -> Result<Option<i64>, FleetError> {
+    Ok(client
         .query_opt(
             "SELECT version FROM tenants WHERE name = $1 AND NOT deleted",
             &[&name],
@@ -321,6 +322,43 @@ async fn live_version(
         .await
         .map_err(FleetError::query("reading the tenant"))?
         .map(|row| row.get(0)))
+}
+
+/// Creates tenant `name` at `version`, or replaces it (a tombstone comes back to life).
+async fn upsert_tenant(
+    tx: &Transaction<'_>,
+    name: &str,
+    spec: &serde_json::Value,
+    version: i64,
+    what: &'static str,
+) -> Result<(), FleetError> {
+    let spec_text = spec.to_string();
+    tx.execute(
+        "INSERT INTO tenants (name, spec, version, deleted) VALUES ($1, $2::text::jsonb, $3, FALSE) \
+         ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, version = excluded.version, \
+         deleted = FALSE, updated_at = now()",
+        &[&name, &spec_text, &version],
+    )
+    .await
+    .map_err(FleetError::query(what))?;
+    Ok(())
+}
+
+/// Gives `hosts` to tenant `name`; the primary key refuses one another tenant has.
+async fn insert_hosts(
+    tx: &Transaction<'_>,
+    name: &str,
+    hosts: &[String],
+) -> Result<(), WriteError> {
+    for host in hosts {
+        tx.execute(
+            "INSERT INTO tenant_hosts (host, tenant) VALUES ($1, $2)",
+            &[host, &name],
+        )
+        .await
+        .map_err(|err| host_error(err, host))?;
+    }
+    Ok(())
 }
 
 fn check_precondition(
