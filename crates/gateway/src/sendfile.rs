@@ -121,8 +121,11 @@ fn region_of(regions: &BTreeMap<usize, (usize, RawFd)>, slice: &[u8]) -> Option<
 
 /// Writes `bufs` to a plain TCP stream: ordinary slices with `writev`, a slice of a
 /// registered mapping with `sendfile(2)` from its file. Slices before a file's are sent
-/// first (flagged `MSG_MORE`, so the response head goes out in the same packet as the
-/// file's first bytes); the caller (hyper) calls again for the rest.
+/// first, with the socket corked (`TCP_CORK`, nginx's `tcp_nopush`) until the file's
+/// slice is all out: the head goes in the same packet as the file's first bytes, and the
+/// file leaves in full-sized segments sent together rather than one by one as the
+/// kernel fills them (on loopback, each of those is a wake-up of the receiver: 13% of
+/// the kernel time of a 300 KB answer). The caller (hyper) calls again for the rest.
 pub(crate) fn poll_write_vectored(
     stream: &mut TcpStream,
     cx: &mut Context<'_>,
@@ -142,10 +145,17 @@ pub(crate) fn poll_write_vectored(
         None => Pin::new(stream).poll_write_vectored(cx, bufs),
         Some((i, (fd, offset))) if bufs[..i].iter().all(|b| b.is_empty()) => {
             let (socket, len) = (stream.as_raw_fd(), bufs[i].len());
-            poll_io(stream, cx, || send_file(socket, fd, offset, len))
+            let sent =
+                std::task::ready!(poll_io(stream, cx, || send_file(socket, fd, offset, len)));
+            if matches!(sent, Ok(n) if n == len) {
+                // The slice is out: what the cork held goes now.
+                cork(socket, false);
+            }
+            Poll::Ready(sent)
         }
         Some((i, _)) => {
             let (socket, head) = (stream.as_raw_fd(), &bufs[..i]);
+            cork(socket, true);
             poll_io(stream, cx, || send_more(socket, head))
         }
     }
@@ -186,6 +196,22 @@ fn send_file(socket: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<
     }
 }
 
+/// Sets or clears `TCP_CORK`. A failure leaves the socket as it was: at worst a corked
+/// socket's last partial segment waits the kernel's 200 ms cork limit.
+fn cork(socket: RawFd, on: bool) {
+    let value: libc::c_int = on.into();
+    // SAFETY: `value` outlives the call and the length is its size.
+    unsafe {
+        libc::setsockopt(
+            socket,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// `sendmsg` of `bufs` with `MSG_MORE`: the kernel holds a partial packet for the file's
 /// bytes that follow.
 fn send_more(socket: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -209,8 +235,25 @@ mod tests {
     use std::io::Write;
     use tokio::io::AsyncReadExt;
 
+    fn corked(stream: &TcpStream) -> bool {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: both out-parameters are valid for the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CORK,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        value != 0
+    }
+
     #[tokio::test]
-    async fn a_mapped_slice_is_sent_from_its_file_after_the_head() {
+    async fn a_mapped_slice_is_sent_from_its_file_after_the_corked_head_then_uncorked() {
         let mut tmp = tempfile::tempfile().unwrap();
         let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         tmp.write_all(&content).unwrap();
@@ -237,7 +280,11 @@ mod tests {
             let from_head = n.min(head_left.len());
             head_left = &head_left[from_head..];
             body_left = &body_left[n - from_head..];
+            if head_left.is_empty() && body_left.len() == body.len() {
+                assert!(corked(&stream), "the head waits for the file's bytes");
+            }
         }
+        assert!(!corked(&stream), "uncorked once the file's slice is out");
         drop(stream);
         let got = reader.await.unwrap();
         assert_eq!(&got[..5], b"HEAD ");
