@@ -447,8 +447,14 @@ fn measure_with(server: &Server, load: impl FnOnce() -> WrkReport) -> Row {
 fn measure_compressed(kind: Kind, gateway_bin: &Path, options: &Options) -> Row {
     eprintln!("load: {} on a gzip-compressed 100 KB page", kind.label());
     let server = Server::start(kind, gateway_bin);
+    measure_gzip_asked(&server, "/compress.php?size=100000", options)
+}
+
+/// `path` asked for with `Accept-Encoding: gzip` at 32 connections, warmed up, then
+/// `options.rounds` runs: the median by req/s (each run prints its bytes per answer).
+fn measure_gzip_asked(server: &Server, path: &str, options: &Options) -> Row {
     let run = WrkRun {
-        url: server.url("/compress.php?size=100000"),
+        url: server.url(path),
         host: "bench.test".to_owned(),
         connections: 32,
         duration: options.duration,
@@ -458,7 +464,7 @@ fn measure_compressed(kind: Kind, gateway_bin: &Path, options: &Options) -> Row 
     run.warm_up(options.warmup);
     let mut rows: Vec<Row> = (0..options.rounds)
         .map(|_| {
-            let row = measure_once(&server, &run);
+            let row = measure_once(server, &run);
             eprintln!(
                 "load:   {:.0} req/s, {:.1} µs CPU/req, {:.0} bytes/answer",
                 row.rps,

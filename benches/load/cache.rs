@@ -169,7 +169,7 @@ pub fn measure(gateway_bin: &Path, options: &Options, nginx: bool) -> CacheResul
             which.label()
         );
         let server = which.start(gateway_bin);
-        let mut row = measure_browser(&server, options);
+        let mut row = crate::measure_gzip_asked(&server, BROWSER_PAGE, options);
         row.id = which.id().to_owned();
         row.label = which.label().to_owned();
         results.browser.push(row);
@@ -186,34 +186,6 @@ pub fn measure(gateway_bin: &Path, options: &Options, nginx: bool) -> CacheResul
         results.stampedes.push(stampede(which, &server, options));
     }
     results
-}
-
-/// Hits of [`BROWSER_PAGE`] asked for with `Accept-Encoding: gzip` at 32 connections:
-/// the median of the rounds by req/s.
-fn measure_browser(server: &Server, options: &Options) -> Row {
-    let run = WrkRun {
-        url: server.url(BROWSER_PAGE),
-        host: "bench.test".to_owned(),
-        connections: 32,
-        duration: options.duration,
-        timeout: CLIENT_TIMEOUT,
-        headers: vec!["Accept-Encoding: gzip".to_owned()],
-    };
-    run.warm_up(options.warmup);
-    let mut rows: Vec<Row> = (0..options.rounds)
-        .map(|_| {
-            let row = crate::measure_once(server, &run);
-            eprintln!(
-                "load:   {:.0} req/s, {:.1} µs CPU/req, {:.0} bytes/answer",
-                row.rps,
-                row.cpu_us_per_req,
-                row.wrk.bytes_read / row.requests.max(1) as f64
-            );
-            row
-        })
-        .collect();
-    rows.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    rows.swap_remove(rows.len() / 2)
 }
 
 /// 1,000 connections on one key with a 1 s TTL for the run's duration; PHP's runs are
