@@ -871,6 +871,14 @@ async fn the_tenant_cli_writes_the_fleet_registry_with_versions_and_leaves_the_f
     );
     assert_eq!(php_marker(a.addr, "shop.test").await, "from-cli");
 
+    // `check` validates the registry's tenants with the file, as the gateways build them.
+    let path = config.clone();
+    let checked = run_cli(move || gateway::cli::check(&path)).await.unwrap();
+    assert!(
+        checked.contains("registry: PostgreSQL, version ") && checked.contains("shop: shop.test"),
+        "{checked}"
+    );
+
     // `list` and `show` read the registry; `show` prints the version to edit from.
     let path = config.clone();
     let listed = run_cli(move || gateway::cli::tenants_list(&path, false))

@@ -1,18 +1,35 @@
-//! `gateway check`: validates the config and describes what it would serve.
+//! `gateway check`: validates the config and describes what it would serve; in a fleet
+//! (`[registry] postgres`), with the tenants of the registry in PostgreSQL, validated as
+//! every gateway will build them.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::CliError;
+use crate::config::Config;
 use crate::config::{AcmeChallenge, TlsSetting};
-use crate::config::{Config, ConfigError};
 use crate::tenant::registry::Registry;
 
-/// Validates the config at `path` and describes what it would serve.
-pub fn check(path: &Path) -> Result<String, ConfigError> {
-    let config = Config::load(path)?;
+/// Validates the config at `path` and describes what it would serve. In a fleet the
+/// tenants come from the registry (a registry that does not validate with the file's
+/// settings is an error, as it is for the gateways, which keep their last good one).
+pub fn check(path: &Path) -> Result<String, CliError> {
+    let (config, fleet) = match super::fleet_tenants::registry_conn(path) {
+        Some(conn) => {
+            let (config, view) = super::fleet_tenants::load(path, &conn)?;
+            (config, Some(view.version))
+        }
+        None => (Config::load(path)?, None),
+    };
     let registry = Registry::build(&config)?;
     let mut out = String::new();
     let _ = writeln!(out, "config {} is valid", path.display());
+    if let Some(version) = fleet {
+        let _ = writeln!(
+            out,
+            "registry: PostgreSQL, version {version} (the tenants below are the fleet's)"
+        );
+    }
     let listen: Vec<String> = config
         .server
         .listen
