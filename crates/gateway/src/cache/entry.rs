@@ -3,6 +3,8 @@
 //! conditional request, one range (206/416), and the same headers for HEAD (the
 //! response step leaves the body out).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -34,6 +36,19 @@ pub struct Entry {
     /// The body compressed in each encoding the tenant offers (made when stored, so a
     /// hit never compresses); empty when compression does not apply to it.
     encoded: Box<[(Encoding, Bytes)]>,
+    /// When it last answered a request ([`now_ms`]), for evicting the least recently
+    /// used first.
+    last_used: AtomicU64,
+}
+
+/// Uses closer together than this do not move [`Entry::last_used`] (a hot entry's
+/// answers do not all write the same shared word).
+const TOUCH_GRAIN_MS: u64 = 50;
+
+/// Milliseconds since the cache's first use: the clock of [`Entry::last_used`].
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Entry {
@@ -77,6 +92,20 @@ impl Entry {
             tags: tags.into_boxed_slice(),
             last_modified,
             encoded: Box::default(),
+            last_used: AtomicU64::new(now_ms()),
+        }
+    }
+
+    /// How long ago it last answered a request (or was stored), in milliseconds.
+    pub fn unused_for_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.last_used.load(Ordering::Relaxed))
+    }
+
+    /// Notes a use now.
+    fn touch(&self) {
+        let now = now_ms();
+        if now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= TOUCH_GRAIN_MS {
+            self.last_used.store(now, Ordering::Relaxed);
         }
     }
 
@@ -158,6 +187,7 @@ impl Entry {
         cache_status: HeaderValue,
         encoding: Option<Encoding>,
     ) -> Response<Bytes> {
+        self.touch();
         let mut headers = self.headers.clone();
         headers.insert(header::AGE, HeaderValue::from(self.age().as_secs()));
         headers.insert(CACHE_STATUS, cache_status);

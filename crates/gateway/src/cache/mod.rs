@@ -1,7 +1,7 @@
 //! The response cache: per tenant, entries weighed by bytes in a `moka` cache bounded by
 //! the tenant's `max_memory`, all tenants together by `[cache] memory`. A tenant's store
 //! evicts within its own bound; when the whole cache is full, room is made by dropping
-//! the oldest answers of the tenants holding the most memory (nginx's cache manager
+//! the least recently used answers of the tenants holding the most memory (nginx's cache manager
 //! evicting across its zone), never by refusing a new answer while old ones stay.
 //!
 //! A leaf over `config`: it stores and finds answers, and knows nothing of PHP-FPM or
@@ -234,7 +234,7 @@ impl Global {
         stores.push(Arc::downgrade(store));
     }
 
-    /// Frees room for `need` more bytes under `memory`: drops the oldest answers of the
+    /// Frees room for `need` more bytes under `memory`: drops the least recently used answers of the
     /// store holding the most bytes, then of the next. Frees an eighth of `memory`
     /// beyond `need` at once, so a full cache does not scan its entries on every insert.
     fn make_room(&self, need: u64, memory: u64) {
@@ -252,7 +252,7 @@ impl Global {
             if held <= goal {
                 break;
             }
-            store.drop_oldest(held - goal);
+            store.drop_least_used(held - goal);
         }
     }
 }
@@ -380,7 +380,7 @@ impl TenantStore {
         }
         let memory = self.global.memory.load(Ordering::Relaxed);
         if self.global.bytes.load(Ordering::Relaxed) + weight > memory {
-            // The whole cache is full: expired entries go first, then the oldest answers
+            // The whole cache is full: expired entries go first, then the least used answers
             // of the tenants holding the most.
             self.entries.run_pending_tasks();
             if self.global.bytes.load(Ordering::Relaxed) + weight > memory {
@@ -416,18 +416,18 @@ impl TenantStore {
         urls
     }
 
-    /// Drops its oldest answers until `amount` bytes went (or none is left). URL slots of
-    /// `Vary` answers stay (they are small, and expire with their answers).
-    fn drop_oldest(&self, amount: u64) {
-        let mut answers: Vec<(Duration, Arc<Key>, u64)> = self
+    /// Drops its least recently used answers until `amount` bytes went (or none is left).
+    /// URL slots of `Vary` answers stay (they are small, and expire with their answers).
+    fn drop_least_used(&self, amount: u64) {
+        let mut answers: Vec<(u64, Arc<Key>, u64)> = self
             .entries
             .iter()
             .filter_map(|(key, value)| match value {
-                Stored::Answer(entry) => Some((entry.age(), key, entry.weight())),
+                Stored::Answer(entry) => Some((entry.unused_for_ms(), key, entry.weight())),
                 Stored::Vary(..) => None,
             })
             .collect();
-        answers.sort_by_key(|(age, _, _)| std::cmp::Reverse(*age));
+        answers.sort_by_key(|(unused, _, _)| std::cmp::Reverse(*unused));
         let mut freed = 0;
         for (_, key, weight) in answers {
             if freed >= amount {
@@ -864,25 +864,30 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_drops_the_oldest_answers_of_the_biggest_tenant_for_a_new_one() {
+    fn a_full_cache_drops_the_least_used_answers_of_the_biggest_tenant_for_a_new_one() {
         let global = Arc::new(Global::default());
         global.memory.store(10_000, Ordering::Relaxed);
         let (big, small) = (store_in(&global, 10_000), store_in(&global, 10_000));
+        let pause = || std::thread::sleep(Duration::from_millis(60));
         for page in ["/1", "/2", "/3", "/4"] {
             assert!(big.insert(key(page), answer(2000)));
-            std::thread::sleep(Duration::from_millis(2));
+            pause();
         }
         assert!(global.bytes.load(Ordering::Relaxed) > 8000);
+        // The first page is asked for again: the second is now the least recently used.
+        let Some(Stored::Answer(first)) = big.entries.get(&key("/1")) else {
+            panic!("/1 is stored")
+        };
+        let _ = first.answer(&HeaderMap::new(), HeaderValue::from_static("x"));
 
-        // No room left for it: the big tenant's oldest answers make it.
+        // No room left for it: the big tenant's least used answer makes it.
         assert!(small.insert(key("/s"), answer(2000)));
         assert!(global.bytes.load(Ordering::Relaxed) <= 10_000);
         assert!(small.entries.contains_key(&key("/s")));
-        assert!(
-            !big.entries.contains_key(&key("/1")),
-            "the oldest went first"
-        );
-        assert!(big.entries.contains_key(&key("/4")), "the newest stayed");
+        assert!(!big.entries.contains_key(&key("/2")), "the least used went");
+        for kept in ["/1", "/3", "/4"] {
+            assert!(big.entries.contains_key(&key(kept)), "{kept} stayed");
+        }
         let held = big.stats().memory + small.stats().memory;
         assert_eq!(held, global.bytes.load(Ordering::Relaxed));
     }
