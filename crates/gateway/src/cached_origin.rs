@@ -356,33 +356,25 @@ async fn fetch_or_stale(
         return result.map(Fetched::Php);
     };
     match result {
-        Ok(response) if !response.status().is_server_error() => Ok(Fetched::Php(response)),
+        Ok(response) if !response.status().is_server_error() => return Ok(Fetched::Php(response)),
         Ok(response) => {
             tracing::warn!(tenant = %script.tenant.name, status = %response.status(), "PHP answered 5xx; serving the stale cached answer");
             let (mut head, body) = response.into_parts();
             crate::response::keep_answered_by(&mut head.extensions, record);
             body.release_upstream(record);
-            record.cache = CacheOutcome::Stale;
-            let status = status::hit(stale, Some("stale-if-error"));
-            Ok(Fetched::Stale(from_entry(
-                stale,
-                parts,
-                status,
-                script.offered(),
-            )))
         }
         Err(err) => {
             tracing::warn!(tenant = %script.tenant.name, error = %err, "PHP-FPM failed; serving the stale cached answer");
-            record.cache = CacheOutcome::Stale;
-            let status = status::hit(stale, Some("stale-if-error"));
-            Ok(Fetched::Stale(from_entry(
-                stale,
-                parts,
-                status,
-                script.offered(),
-            )))
         }
     }
+    record.cache = CacheOutcome::Stale;
+    let status = status::hit(stale, Some("stale-if-error"));
+    Ok(Fetched::Stale(from_entry(
+        stale,
+        parts,
+        status,
+        script.offered(),
+    )))
 }
 
 /// The answer from a stored entry (200, 304 or 206; HEAD gets the headers only in the

@@ -193,40 +193,25 @@ impl Entry {
         headers.insert(CACHE_STATUS, cache_status);
         let status_ok = self.status == StatusCode::OK;
         if status_ok && self.not_modified(request) {
-            let mut response = Response::new(Bytes::new());
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
             headers.remove(header::CONTENT_TYPE);
-            *response.headers_mut() = headers;
-            return response;
+            return built(StatusCode::NOT_MODIFIED, headers, Bytes::new());
         }
         let len = self.body.len() as u64;
         if status_ok {
             if let Some(range) = request.get(header::RANGE).and_then(|r| r.to_str().ok()) {
                 if let Some((status, body, content_range)) = self.range(range, len) {
                     headers.insert(header::CONTENT_RANGE, content_range);
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
-                    let mut response = Response::new(body);
-                    *response.status_mut() = status;
-                    *response.headers_mut() = headers;
-                    return response;
+                    return sized(status, headers, body);
                 }
             }
             let copy = encoding.and_then(|e| Some(e).zip(self.encoded(e)));
             if let Some((encoding, body)) = copy {
                 encode_headers(&mut headers, encoding);
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
-                let mut response = Response::new(body.clone());
-                *response.status_mut() = self.status;
-                *response.headers_mut() = headers;
-                return response;
+                return sized(self.status, headers, body.clone());
             }
             headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        let mut response = Response::new(self.body.clone());
-        *response.status_mut() = self.status;
-        *response.headers_mut() = headers;
-        response
+        sized(self.status, headers, self.body.clone())
     }
 
     /// Whether `If-None-Match` (else `If-Modified-Since`) says the client's copy is
@@ -276,6 +261,20 @@ impl Entry {
             }
         }
     }
+}
+
+/// An answer of `status` with `headers` and `body`.
+fn built(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// [`built`], with the body's `Content-Length`.
+fn sized(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Response<Bytes> {
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+    built(status, headers, body)
 }
 
 /// RFC 9211's `Cache-Status` header.
